@@ -1,0 +1,266 @@
+"""Tar shard layout (webdataset-compatible) for region shards and label shards.
+
+A sample is one image. Its members are ``<key>.<ext>`` and sit next to each other in the tar; keys are
+sorted inside a shard; the shard of an image is a stable hash of its ``image_id``. Label shard ``k``
+therefore has exactly the keys of region shard ``k``, in the same order, and the trainer zips them.
+
+Only ``npy`` (loaded with ``allow_pickle=False``), ``json`` and ``txt`` members exist. Never pickle.
+Tars are written byte-reproducibly (fixed mtime/owner/mode) and atomically (temp file + rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from schemas.records import SCHEMA_VERSION, ImageLabels, RegionRecord
+
+REGION_PREFIX = "regions"
+LABEL_PREFIX = "labels"
+# Extensions of a region sample and of a label sample (``cls.npy`` only when the source has it).
+REGION_EXTS = ("feat.npy", "boxes.npy", "cls.npy", "json")
+LABEL_EXTS = ("align.npy", "iou.npy", "score.npy", "json")
+ALLOWED_EXTS = ("npy", "json", "txt")
+
+_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ShardError(ValueError):
+    """A shard is unreadable or breaks the layout; the message names the file and the member."""
+
+
+def _digest(image_id: str) -> str:
+    return hashlib.sha1(image_id.encode("utf-8")).hexdigest()
+
+
+def sample_key(image_id: str) -> str:
+    """Stable tar key of an image: the id itself when it is tar-key-safe, else a readable form + hash.
+
+    webdataset splits a member name at the first dot, so ``"1000.jpg"`` cannot be a key as is.
+    """
+    if _SAFE.match(image_id):
+        return image_id
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", image_id)[:40]
+    return f"{readable}-{_digest(image_id)[:10]}"
+
+
+def shard_index(image_id: str, num_shards: int) -> int:
+    """Shard of an image: a stable hash (not Python's salted ``hash``), so reruns agree."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    return int(_digest(image_id)[:12], 16) % num_shards
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.tar"
+
+
+# ---------------------------------------------------------------------------------------------
+# npy / json members
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_npy(data: bytes, where: str = "") -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # ValueError for object arrays, EOFError/other for truncation
+        raise ShardError(f"{where}: not a plain (pickle-free) npy array: {e}") from e
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def load_json(data: bytes, where: str = "") -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except Exception as e:
+        raise ShardError(f"{where}: invalid json: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Region samples
+
+
+def encode_region(rec: RegionRecord) -> dict[str, bytes]:
+    """Region record → tar members (features stored as float16, boxes float32 xyxy exclusive)."""
+    members = {
+        "feat.npy": npy_bytes(rec.features.astype(np.float16)),
+        "boxes.npy": npy_bytes(rec.boxes.astype(np.float32)),
+        "json": json_bytes(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": rec.image_id,
+                "image_w": int(rec.image_w),
+                "image_h": int(rec.image_h),
+                "num_boxes": rec.num_boxes,
+            }
+        ),
+    }
+    if rec.cls_prob is not None:
+        members["cls.npy"] = npy_bytes(rec.cls_prob.astype(np.float16))
+    return members
+
+
+def _require(members: dict[str, bytes], exts: tuple[str, ...], where: str) -> None:
+    missing = [e for e in exts if e not in members]
+    if missing:
+        raise ShardError(f"{where}: sample lacks member(s) {missing}")
+
+
+def decode_region(members: dict[str, bytes], where: str = "") -> RegionRecord:
+    _require(members, ("feat.npy", "boxes.npy", "json"), where)
+    meta = load_json(members["json"], f"{where}.json")
+    rec = RegionRecord(
+        image_id=meta["image_id"],
+        image_w=int(meta["image_w"]),
+        image_h=int(meta["image_h"]),
+        boxes=load_npy(members["boxes.npy"], f"{where}.boxes.npy"),
+        features=load_npy(members["feat.npy"], f"{where}.feat.npy"),
+        cls_prob=load_npy(members["cls.npy"], f"{where}.cls.npy") if "cls.npy" in members else None,
+    )
+    if rec.num_boxes != meta["num_boxes"]:
+        raise ShardError(f"{where}: json says {meta['num_boxes']} boxes, boxes.npy has {rec.num_boxes}")
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# Label samples
+
+
+def encode_labels(lab: ImageLabels) -> dict[str, bytes]:
+    return {
+        "align.npy": npy_bytes(lab.align.astype(np.uint8)),
+        "iou.npy": npy_bytes(lab.iou.astype(np.float16)),
+        "score.npy": npy_bytes(lab.score.astype(np.float16)),
+        "json": json_bytes(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": lab.image_id,
+                "num_boxes": lab.num_boxes,
+                "iou_threshold": lab.iou_threshold,
+                "teacher": lab.teacher,
+                "captions": lab.captions,
+            }
+        ),
+    }
+
+
+def decode_labels(members: dict[str, bytes], where: str = "") -> ImageLabels:
+    _require(members, ("align.npy", "iou.npy", "score.npy", "json"), where)
+    meta = load_json(members["json"], f"{where}.json")
+    return ImageLabels(
+        image_id=meta["image_id"],
+        num_boxes=int(meta["num_boxes"]),
+        iou_threshold=float(meta["iou_threshold"]),
+        captions=meta["captions"],
+        align=load_npy(members["align.npy"], f"{where}.align.npy"),
+        iou=load_npy(members["iou.npy"], f"{where}.iou.npy"),
+        score=load_npy(members["score.npy"], f"{where}.score.npy"),
+        teacher=meta.get("teacher", ""),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and reading tars
+
+
+def write_shard(path: str | os.PathLike, samples: dict[str, dict[str, bytes]]) -> int:
+    """Write ``{key: {ext: bytes}}`` as one tar, keys sorted, byte-reproducibly and atomically.
+
+    The file appears under its final name only once complete (a temp name starting with ``.`` is
+    renamed), so a reader never sees a partial shard. Returns the number of samples.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key in sorted(samples):
+            if "." in key or "/" in key:
+                raise ShardError(f"{path}: key {key!r} contains '.' or '/'")
+            for ext in sorted(samples[key]):
+                if ext.rsplit(".", 1)[-1] not in ALLOWED_EXTS:
+                    raise ShardError(f"{path}: member {key}.{ext} has a forbidden extension")
+                data = samples[key][ext]
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                info.mtime = 0
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(samples)
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Stream ``(key, {ext: bytes})`` from a tar, one sample in memory at a time.
+
+    Raises :class:`ShardError` naming the file and member on truncation, non-adjacent members,
+    or a forbidden extension (anything that could unpickle).
+    """
+    path = str(path)
+    key: str | None = None
+    members: dict[str, bytes] = {}
+    seen: set[str] = set()
+    try:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                name = os.path.basename(info.name)
+                k, _, ext = name.partition(".")
+                if ext.rsplit(".", 1)[-1] not in ALLOWED_EXTS:
+                    raise ShardError(f"{path}: member {info.name} has a forbidden extension (only npy/json/txt)")
+                if k != key:
+                    if key is not None:
+                        yield key, members
+                    if k in seen:
+                        raise ShardError(f"{path}: members of sample {k!r} are not adjacent")
+                    seen.add(k)
+                    key, members = k, {}
+                f = tar.extractfile(info)
+                assert f is not None
+                data = f.read()
+                if len(data) != info.size:
+                    raise ShardError(f"{path}: member {info.name} is truncated")
+                members[ext] = data
+            # A tar cut at a member boundary reads as a shorter valid stream: the end-of-archive
+            # marker (two zero blocks) is what proves the writer finished.
+            raw.seek(tar.offset)
+            tail = raw.read(1024)
+            if len(tail) < 1024 or tail.strip(b"\0"):
+                raise ShardError(f"{path}: truncated tar (no end-of-archive marker after sample {key!r})")
+    except tarfile.TarError as e:
+        raise ShardError(f"{path}: unreadable or truncated tar after sample {key!r}: {e}") from e
+    if key is not None:
+        yield key, members
+
+
+def iter_regions(path: str | os.PathLike) -> Iterator[tuple[str, RegionRecord]]:
+    for key, members in iter_shard(path):
+        yield key, decode_region(members, f"{path}:{key}")
+
+
+def iter_labels(path: str | os.PathLike) -> Iterator[tuple[str, ImageLabels]]:
+    for key, members in iter_shard(path):
+        yield key, decode_labels(members, f"{path}:{key}")
+
+
+def list_shards(directory: str | os.PathLike, prefix: str) -> list[Path]:
+    """Published shards of a stage directory, in index order (temp files are hidden by their dot)."""
+    return sorted(Path(directory).glob(f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))

@@ -1,0 +1,196 @@
+"""Data contracts: box conventions, IoU, validators, shard layout."""
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from pycocotools import mask as coco_mask
+
+from schemas import boxes as B
+from schemas.records import ImageLabels, Phrase, PhraseRecord, RegionRecord, TeacherBox, TeacherRecord
+from schemas import records as R
+from schemas import shards as S
+from schemas import manifest as M
+from schemas import arrow as A
+
+
+def random_boxes(rng, n, w=640, h=480):
+    xy = rng.uniform(0, [w - 20, h - 20], size=(n, 2))
+    wh = rng.uniform(1, 200, size=(n, 2))
+    b = np.concatenate([xy, np.minimum(xy + wh, [w, h])], axis=1)
+    return b.astype(np.float32)
+
+
+def test_iou_matches_torchvision_and_pycocotools():
+    rng = np.random.default_rng(0)
+    a, b = random_boxes(rng, 37), random_boxes(rng, 23)
+    ours = B.box_iou(a, b)
+    tv = torchvision.ops.box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    coco = coco_mask.iou(B.xyxy_to_xywh(a).astype(np.float64).tolist(), B.xyxy_to_xywh(b).astype(np.float64).tolist(), [0] * len(b))
+    np.testing.assert_allclose(ours, tv, atol=1e-6)
+    np.testing.assert_allclose(ours, coco, atol=1e-6)
+    assert ours.shape == (37, 23) and ours.dtype == np.float32
+
+
+def test_iou_hand_cases_and_empty():
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [10, 10, 20, 20], [0, 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(B.box_iou(a, b)[0], [1.0, 50 / 150, 0.0, 0.0], atol=1e-7)
+    assert B.box_iou(np.zeros((0, 4)), b).shape == (0, 4)
+
+
+def test_conversions_round_trip_and_inclusive_convention():
+    rng = np.random.default_rng(1)
+    a = random_boxes(rng, 10)
+    np.testing.assert_allclose(B.xywh_to_xyxy(B.xyxy_to_xywh(a)), a, atol=1e-4)
+    # BUTD inclusive box [0, 0, 9, 9] covers 10x10 pixels.
+    incl = np.array([[0, 0, 9, 9]], np.float32)
+    assert B.box_area(B.inclusive_to_exclusive(incl))[0] == 100
+    np.testing.assert_array_equal(B.exclusive_to_inclusive(B.inclusive_to_exclusive(incl)), incl)
+    with pytest.raises(ValueError):
+        B.xywh_to_xyxy(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize(
+    "boxes, fragment",
+    [
+        ([[0, 0, 10, 10]], None),
+        ([[5, 5, 5, 10]], "zero-area"),
+        ([[0, 0, 700, 10]], "outside"),
+        ([[np.nan, 0, 10, 10]], "NaN"),
+    ],
+)
+def test_box_problem(boxes, fragment):
+    reason = B.box_problem(np.array(boxes, np.float32), 640, 480)
+    assert (reason is None) if fragment is None else (fragment in reason)
+
+
+def make_region(image_id="img1", n=5, d=8, c=4, seed=0, cls=True):
+    rng = np.random.default_rng(seed)
+    return RegionRecord(
+        image_id, 640, 480, random_boxes(rng, n), rng.normal(size=(n, d)).astype(np.float32),
+        rng.dirichlet(np.ones(c), size=n).astype(np.float32) if cls else None,
+    )
+
+
+def test_region_validator_reasons():
+    assert R.region_problem(make_region()) is None
+    r = make_region(); r.features[1, 2] = np.nan
+    assert "NaN" in R.region_problem(r)
+    r = make_region(); r.features = r.features[:3]
+    assert "features have shape" in R.region_problem(r)
+    r = make_region(); r.image_w = 0
+    assert "not positive" in R.region_problem(r)
+    r = make_region(); r.boxes[0] = [10, 10, 10, 20]
+    assert "zero-area" in R.region_problem(r)
+    assert "non-empty" in R.region_problem(make_region(image_id=""))
+
+
+def test_phrase_and_teacher_validators():
+    cap = "a red circle left of a blue square"
+    ok = PhraseRecord("c1", "i1", cap, [Phrase("a red circle", 0, 12)])
+    assert R.phrases_problem(ok) is None
+    bad = PhraseRecord("c1", "i1", cap, [Phrase("x", 30, 40)])
+    assert "outside the caption" in R.phrases_problem(bad)
+    wrong = PhraseRecord("c1", "i1", cap, [Phrase("blue", 0, 4)])
+    assert "differs" in R.phrases_problem(wrong)
+    t = TeacherRecord("c1", "i1", "fp", 1, [TeacherBox(0, (0, 0, 5, 5), 0.9)])
+    assert R.teacher_problem(t) is None
+    t.boxes.append(TeacherBox(3, (0, 0, 5, 5), 0.9))
+    assert "phrase 3" in R.teacher_problem(t)
+
+
+def test_keys_and_shard_index_are_stable():
+    assert S.sample_key("000123") == "000123"
+    k = S.sample_key("COCO_train2014_000000000009.jpg")
+    assert "." not in k and k.startswith("COCO_train2014_000000000009_jpg-")
+    assert S.sample_key("a.b") != S.sample_key("a_b")
+    # Hard-coded expectations guard against anyone swapping in Python's salted hash().
+    idx = [S.shard_index(f"img{i}", 8) for i in range(200)]
+    assert idx == [S.shard_index(f"img{i}", 8) for i in range(200)]
+    assert set(idx) == set(range(8))
+    assert S.shard_index("img0", 8) == int(__import__("hashlib").sha1(b"img0").hexdigest()[:12], 16) % 8
+
+
+def test_region_shard_round_trip_and_reproducible(tmp_path):
+    recs = {S.sample_key(f"im{i}"): make_region(f"im{i}", n=3 + i, seed=i, cls=i % 2 == 0) for i in range(6)}
+    p1, p2 = tmp_path / "a" / S.shard_name("regions", 0), tmp_path / "b" / S.shard_name("regions", 0)
+    S.write_shard(p1, {k: S.encode_region(r) for k, r in recs.items()})
+    S.write_shard(p2, {k: S.encode_region(r) for k, r in reversed(list(recs.items()))})
+    assert p1.read_bytes() == p2.read_bytes()  # order of arrival does not matter
+    got = list(S.iter_regions(p1))
+    assert [k for k, _ in got] == sorted(recs)
+    for k, r in got:
+        src = recs[k]
+        np.testing.assert_array_equal(r.boxes, src.boxes)
+        np.testing.assert_allclose(r.features, src.features.astype(np.float16))
+        assert r.features.dtype == np.float16
+        assert (r.cls_prob is None) == (src.cls_prob is None)
+    assert S.list_shards(tmp_path / "a", "regions") == [p1]
+    assert not list((tmp_path / "a").glob(".*tmp*"))
+
+
+def test_label_round_trip(tmp_path):
+    lab = ImageLabels(
+        "im0", 3, 0.5,
+        [{"caption_id": "im0#0", "text": "a red circle", "phrases": [{"text": "a red circle", "start": 0, "end": 12}]}],
+        align=np.array([[1, 0, 0]], np.uint8), iou=np.array([[0.7, 0.1, 0.0]], np.float16),
+        score=np.array([[0.9, 0.9, 0.0]], np.float16), teacher="fp",
+    )
+    assert R.labels_problem(lab) is None
+    S.write_shard(tmp_path / "l.tar", {"im0": S.encode_labels(lab)})
+    (k, got), = S.iter_labels(tmp_path / "l.tar")
+    assert k == "im0" and got.captions == lab.captions and got.iou_threshold == 0.5
+    np.testing.assert_array_equal(got.align, lab.align)
+    lab.align = np.zeros((2, 3), np.uint8)
+    assert "align has shape" in R.labels_problem(lab)
+
+
+def test_reader_rejects_pickle_truncation_and_bad_layout(tmp_path):
+    p = tmp_path / "x.tar"
+    S.write_shard(p, {"a": S.encode_region(make_region("a")), "b": S.encode_region(make_region("b"))})
+    data = p.read_bytes()
+    (tmp_path / "trunc.tar").write_bytes(data[: len(data) // 2 + 100])
+    with pytest.raises(S.ShardError, match="trunc.tar"):
+        list(S.iter_regions(tmp_path / "trunc.tar"))
+    # Cut exactly after a whole member: still a readable tar stream, but the end marker is missing.
+    with tarfile.open(p) as t:
+        first_end = t.getmembers()[1].offset
+    (tmp_path / "cut.tar").write_bytes(data[:first_end])
+    with pytest.raises(S.ShardError, match="end-of-archive|lacks"):
+        list(S.iter_regions(tmp_path / "cut.tar"))
+    # A pickled object array inside an npy member is refused, not executed.
+    buf = io.BytesIO(); np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(S.ShardError, match="pickle"):
+        S.load_npy(buf.getvalue(), "evil.npy")
+    with tarfile.open(tmp_path / "evil.tar", "w") as t:
+        info = tarfile.TarInfo("a.pkl"); info.size = 1; t.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(S.ShardError, match="forbidden"):
+        list(S.iter_shard(tmp_path / "evil.tar"))
+    with pytest.raises(S.ShardError, match="forbidden"):
+        S.write_shard(tmp_path / "y.tar", {"a": {"pth": b""}})
+
+
+def test_manifest_and_fingerprint(tmp_path):
+    assert M.fingerprint({"a": 1, "b": 2}) == M.fingerprint({"b": 2, "a": 1})
+    assert M.fingerprint({"a": 1}) != M.fingerprint({"a": 2})
+    assert M.read_manifest(tmp_path) is None
+    M.write_manifest(tmp_path, {"fingerprint": "abc", "counts": {"in": 3, "out": 2, "rejected": 1}})
+    assert M.is_complete(tmp_path, "abc") and not M.is_complete(tmp_path, "abd")
+    assert M.reconciles(M.read_manifest(tmp_path)["counts"])
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    d1 = M.files_digest([tmp_path / "w.bin"])
+    (tmp_path / "w.bin").write_bytes(b"weightz")
+    assert M.files_digest([tmp_path / "w.bin"]) != d1
+
+
+def test_arrow_rows_round_trip():
+    import pyarrow as pa
+    r = PhraseRecord("c", "i", "a cat", [Phrase("a cat", 0, 5)])
+    t = pa.Table.from_pylist([A.phrases_to_row(r)], schema=A.PHRASES_SCHEMA)
+    assert A.phrases_from_row(t.to_pylist()[0]) == r
+    tr = TeacherRecord("c", "i", "fp", 1, [TeacherBox(0, (1.0, 2.0, 3.0, 4.0), 0.5)])
+    t = pa.Table.from_pylist([A.teacher_to_row(tr)], schema=A.TEACHER_SCHEMA)
+    assert A.teacher_from_row(t.to_pylist()[0]) == tr
