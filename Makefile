@@ -29,8 +29,19 @@ test: $(STAMP)  ## install, then run the whole test suite
 sample: $(STAMP)  ## generate the synthetic grounded corpus into $(DATA)/sample (SIZE=, SEED=)
 	$(PY) -m pipelines.synthetic --out $(DATA)/sample --num-images $${SIZE:-200} --seed $${SEED:-0}
 
-regions: $(STAMP)  ## ingest detector regions into region shards
-	$(PY) -m pipelines.regions --tsv $(DATA)/sample/regions.tsv --out $(DATA)/regions --num-shards 4
+regions: $(STAMP)  ## ingest detector regions (the sample's .npz form, with cls_prob) into region shards in $(DATA)/regions
+	$(PY) -m pipelines.regions --npz-dir $(DATA)/sample/regions_npz --out $(DATA)/regions --num-shards 4
+
+labels: $(STAMP)  ## pseudo labels: phrases -> teacher -> IoU match -> label shards in $(DATA)/labels (TEACHER=, WORKERS=)
+	$(PY) -m pipelines.label_pipeline --captions $(DATA)/sample/captions.tsv --regions $(DATA)/regions --out $(DATA)/labels \
+		--teacher $${TEACHER:-tag_similarity} --objects-vocab $(DATA)/sample/objects_vocab.txt --flickr30k $(DATA)/sample/flickr30k \
+		--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$${WORKERS:-$$(nproc)}
+
+pretrain: $(STAMP)  ## pre-train on $(DATA)/regions + $(DATA)/labels (CPU; NPROC=n for torchrun DDP; ARGS="--steps 500 --text-init minilm")
+	@if [ -n "$${NPROC}" ]; then \
+	  $(VENV)/bin/torchrun --standalone --nproc_per_node $${NPROC} -m trainer.train --regions $(DATA)/regions --labels $(DATA)/labels --out runs/pretrain $(ARGS); \
+	else \
+	  $(PY) -m trainer.train --regions $(DATA)/regions --labels $(DATA)/labels --out runs/pretrain $(ARGS); fi
 
 bench: $(STAMP)  ## run the benchmarks (figures printed and written to bench/results/)
 	$(PY) -m bench.run

@@ -1,0 +1,164 @@
+"""Trainer throughput: the streaming loader against raw tar read+decode, CPU training, and (when a
+GPU is lent) a BERT-base-size single-stream model in bf16.
+
+    .venv/bin/python -m bench.run trainer        (or python -m bench.bench_trainer)
+
+For scale: the paper's pre-training ran at about 76 samples/s on 8 GPUs (3M pairs x 10 epochs in ~110 h).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from schemas.shards import decode_labels, decode_region, iter_shard, list_shards
+from trainer.config import TrainConfig
+from trainer.data import label_shard_for, make_loader
+from trainer.masking import IGNORE
+from trainer.models import build_model
+from trainer.text import load_tokenizer
+from trainer.toydata import NUM_CLASSES, write_corpus
+from trainer.train import BatchStream, configure_cpu_threads, make_optimizer, train_step
+
+NUM_IMAGES = 600
+FEAT_DIM = 2048  # BUTD features, so decode cost is realistic
+NUM_REGIONS = 36
+
+
+def raw_read_decode(regions: Path, labels: Path) -> tuple[int, float]:
+    """(examples, seconds) for reading and decoding every region+label sample in one process."""
+    t0 = time.perf_counter()
+    examples = 0
+    for shard in list_shards(regions, "regions"):
+        lshard = label_shard_for(shard, labels)
+        for (k, rm), (_, lm) in zip(iter_shard(shard), iter_shard(lshard)):
+            decode_region(rm, k)
+            examples += len(decode_labels(lm, k).captions)
+    return examples, time.perf_counter() - t0
+
+
+def loader_throughput(cfg: TrainConfig, tok) -> tuple[int, float, float]:
+    """(examples, seconds in all, seconds after the first batch): the second excludes worker start-up."""
+    t0 = time.perf_counter()
+    examples, first_n, t_first = 0, 0, None
+    for b in make_loader(cfg, tok, 0):
+        if t_first is None:
+            t_first, first_n = time.perf_counter(), b["n"]
+        examples += b["n"]
+    t1 = time.perf_counter()
+    return examples, t1 - t0, (examples - first_n) / max(t1 - (t_first or t0), 1e-9)
+
+
+def train_throughput(cfg: TrainConfig, tok, steps: int = 12, warmup: int = 3) -> float:
+    """Training samples/s on CPU (loader included), after a few warm-up steps; threads as train.py sets them."""
+    threads = torch.get_num_threads()
+    configure_cpu_threads(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, FEAT_DIM, NUM_CLASSES, len(tok))
+    opt = make_optimizer(model, cfg)
+    stream = BatchStream(cfg, tok)
+    for i in range(warmup):
+        train_step(model, opt, [stream.next()], cfg, i, torch.device("cpu"))
+    t0, seen = time.perf_counter(), 0
+    for i in range(steps):
+        seen += train_step(model, opt, [stream.next()], cfg, warmup + i, torch.device("cpu"))["examples"]
+    rate = seen / (time.perf_counter() - t0)
+    torch.set_num_threads(threads)
+    return rate
+
+
+def synthetic_batch(b: int, t: int, r: int, d: int, c: int, k: int, vocab: int, device) -> dict:
+    """A full-size batch with every target present (15% MLM, 15% regions, k pairs per example)."""
+    g = torch.Generator().manual_seed(0)
+    mlm = torch.where(torch.rand(b, t, generator=g) < 0.15, torch.randint(1000, vocab, (b, t), generator=g), IGNORE)
+    start = torch.randint(1, t - 4, (b, k), generator=g)
+    batch = {
+        "input_ids": torch.randint(1000, vocab, (b, t), generator=g),
+        "text_mask": torch.ones(b, t, dtype=torch.bool),
+        "mlm_labels": mlm,
+        "feat": torch.randn(b, r, d, generator=g),
+        "boxes": torch.rand(b, r, 4, generator=g).sort(-1).values,  # x1 <= y1 <= x2 <= y2: valid, if odd, boxes
+        "region_mask": torch.ones(b, r, dtype=torch.bool),
+        "region_masked": torch.rand(b, r, generator=g) < 0.15,
+        "cls_target": torch.softmax(torch.randn(b, r, c, generator=g), -1),
+        "itm_label": (torch.rand(b, generator=g) < 0.5).float(),
+        "pair_region": torch.randint(0, r, (b, k), generator=g),
+        "pair_start": start,
+        "pair_end": start + 3,
+        "pair_target": (torch.rand(b, k, generator=g) < 0.25).float(),
+        "pair_mask": torch.ones(b, k, dtype=torch.bool),
+    }
+    return {k_: v.to(device) for k_, v in batch.items()}
+
+
+def model_throughput(cfg: TrainConfig, device: torch.device, batch_size: int, steps: int, num_classes: int = 1601) -> dict:
+    """Optimizer steps on one fixed full-size batch (36 tokens, 36 regions): model speed without the loader."""
+    torch.manual_seed(0)
+    model = build_model(cfg, FEAT_DIM, num_classes, 30522).to(device)
+    opt = make_optimizer(model, cfg)
+    batch = synthetic_batch(batch_size, 36, NUM_REGIONS, FEAT_DIM, num_classes, 16, 30522, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(2):
+        train_step(model, opt, [batch], cfg, i, device)
+    sync()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        train_step(model, opt, [batch], cfg, 2 + i, device)
+    sync()
+    out = {
+        "samples_per_s": round(batch_size * steps / (time.perf_counter() - t0), 1),
+        "batch": batch_size,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    }
+    if device.type == "cuda":
+        out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+BERT_BASE = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, dropout=0.1, bf16=True,
+                 lr=1e-4, warmup_steps=1, steps=10_000)
+
+
+def main() -> dict:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tok = load_tokenizer("minilm")
+    result: dict = {"images": NUM_IMAGES, "feat_dim": FEAT_DIM, "regions_per_image": NUM_REGIONS, "cpu_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        regions, labels = write_corpus(tmp, NUM_IMAGES, num_shards=4, num_regions=NUM_REGIONS, feat_dim=FEAT_DIM, no_caption_every=0)
+        raw_n, raw_s = raw_read_decode(regions, labels)
+        cfg = TrainConfig(regions=str(regions), labels=str(labels), out=str(Path(tmp) / "run"), batch_size=32, num_workers=2)
+        one_n, one_s, _ = loader_throughput(dataclasses.replace(cfg, num_workers=0), tok)
+        load_n, load_s, steady = loader_throughput(cfg, tok)
+        result.update(
+            raw_decode_examples_per_s=round(raw_n / raw_s, 1),
+            loader_2workers_examples_per_s=round(load_n / load_s, 1),
+            loader_2workers_steady_examples_per_s=round(steady, 1),
+            loader_over_raw_ratio=round((load_n / load_s) / (raw_n / raw_s), 3),
+            loader_steady_over_raw_ratio=round(steady / (raw_n / raw_s), 3),
+            loader_examples=load_n,
+            loader_in_process_examples_per_s=round(one_n / one_s, 1),
+        )
+        # One loader worker: on a 2-core box a second one only steals cycles from the model.
+        small = dataclasses.replace(cfg, batch_size=16, dropout=0.1, num_workers=1)  # random init, 128 x 2 layers
+        result["cpu_train_small_samples_per_s"] = round(train_throughput(small, tok), 1)
+        minilm = dataclasses.replace(small, text_init="minilm")
+        result["cpu_train_minilm_samples_per_s"] = round(train_throughput(minilm, tok, steps=6, warmup=2), 1)
+    if torch.cuda.is_available():
+        gpu = model_throughput(TrainConfig(**BERT_BASE), torch.device("cuda"), batch_size=128, steps=20)
+        result.update({"gpu": torch.cuda.get_device_name(), **{f"gpu_bert_base_single_bf16_{k}": v for k, v in gpu.items()}})
+    else:
+        result["gpu"] = "none (GPU section skipped)"
+    result["paper_samples_per_s_8gpu"] = 76
+    return result
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(main(), indent=2))

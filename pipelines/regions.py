@@ -1,0 +1,472 @@
+"""The ``regions`` stage (Apache Beam): detector-region files → region shards.
+
+Command line (any standard Beam option may follow, e.g. ``--runner``, ``--direct_num_workers``)::
+
+    python -m pipelines.regions --tsv regions.tsv [more.tsv ...] [--lxmert] --out DIR --num-shards N
+    python -m pipelines.regions --npz-dir regions_npz/ --out DIR --num-shards N
+    python -m pipelines.regions --npy-dir regions_npy/ --allow-pickle --out DIR --num-shards N
+
+From Python (tests, the DAG orchestrator): ``run_regions(tsv=..., out_dir=..., num_shards=...)``
+returns the manifest. The stage writes ``regions-%06d.tar`` for every shard index (empty shards too;
+image → shard by :func:`schemas.shards.shard_index`, keys sorted), ``_DEAD_LETTER.jsonl`` (one line
+per rejected record: id, source location, reason; sorted by source position) and ``_MANIFEST.json``
+last. ``counts.in`` is counted by the driver in its own pass over the source (while hashing it for
+the fingerprint), independently of the pipeline, and the stage fails unless in = out + rejected.
+
+Memory: the source is read in byte ranges (TSV) or file by file, validated and encoded as float16
+samples, and grouped by shard, so a worker holds one shard, not the corpus, on a distributed runner
+(Dataflow, Flink). Beam's local runners keep the grouped samples of a run in memory. Duplicate image
+ids always land in the same shard; the one at the earliest source position is kept.
+Blank lines of a TSV are no records: skipped and reported as ``blank_lines``, not counted in ``in``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from tqdm import tqdm
+
+from schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, dead_letter, files_digest, fingerprint, reconciles, write_manifest
+from schemas.records import SCHEMA_VERSION, RegionRecord
+from schemas.shards import REGION_PREFIX, encode_region, sample_key, shard_index, shard_name, write_shard
+from pipelines.readers import Rejected, is_blank, iter_lines, list_region_files, parse_butd_bytes, read_region_file
+from pipelines.region_formats import PICKLE_RISK
+
+log = logging.getLogger(__name__)
+
+STAGE = "regions"
+WORK_DIR = "_work"  # per-shard summaries, merged by the driver and removed
+CHUNK_BYTES = 16 << 20  # TSV byte range read by one worker task
+DEAD = "dead_letter"
+
+
+# ---------------------------------------------------------------------------------------------
+# Elements flowing through the pipeline
+
+
+@dataclass
+class Sample:
+    """A validated record, encoded as its tar members; ``order`` is its position in the source."""
+
+    image_id: str
+    order: tuple[int, ...]
+    source: str
+    members: dict[str, bytes]
+    feature_dim: int
+    has_cls: bool
+
+
+@dataclass
+class DeadLetter:
+    order: tuple[int, ...]
+    rejected: Rejected
+
+    def as_json(self) -> dict[str, str]:
+        r = self.rejected
+        return dead_letter(STAGE, r.record_id, r.source, r.reason)
+
+
+@dataclass
+class TsvChunk:
+    """Lines starting in bytes ``[start, end)`` of ``path`` (the ``file_index``-th TSV given); the
+    first is line number ``first_line``."""
+
+    file_index: int
+    path: str
+    start: int
+    end: int
+    first_line: int
+
+
+@dataclass
+class SourceScan:
+    """What the driver learns in its own pass over the source, before the pipeline runs."""
+
+    kind: str  # butd_tsv | lxmert_tsv | npz_dir | npy_dir
+    path: str  # the directory, or the TSV file(s) joined by ", "
+    digest: str
+    records_in: int
+    blank_lines: int = 0
+    chunks: list[TsvChunk] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+def scan_tsv(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, file_index: int = 0) -> tuple[str, int, int, list[TsvChunk]]:
+    """One pass over a TSV: content digest, records (non-blank lines), blank lines, byte ranges."""
+    h = hashlib.sha256()
+    records = blanks = 0
+    chunks: list[TsvChunk] = []
+    start, start_line, pos = 0, 1, 0
+    size = os.path.getsize(path)
+    progress = tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {Path(path).name}", disable=size < (256 << 20))
+    for line_no, raw in iter_lines(path):
+        progress.update(len(raw))
+        h.update(raw)
+        if is_blank(raw):
+            blanks += 1
+        else:
+            records += 1
+        pos += len(raw)
+        if pos - start >= chunk_bytes:
+            chunks.append(TsvChunk(file_index, str(path), start, pos, start_line))
+            start, start_line = pos, line_no + 1
+    progress.close()
+    if pos > start:
+        chunks.append(TsvChunk(file_index, str(path), start, pos, start_line))
+    return h.hexdigest()[:16], records, blanks, chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# DoFns: each does one thing
+
+
+class ReadTsvChunk(beam.DoFn):
+    """A byte range of a TSV → ``(source position, "path:line", raw line)`` of its non-blank lines."""
+
+    def process(self, chunk: TsvChunk) -> Iterator[tuple[tuple[int, int], str, bytes]]:
+        for line_no, raw in iter_lines(chunk.path, chunk.start, chunk.end, chunk.first_line):
+            if not is_blank(raw):
+                yield (chunk.file_index, line_no), f"{chunk.path}:{line_no}", raw
+
+
+def _check_dim(rec: RegionRecord, feature_dim: int | None) -> str | None:
+    d = rec.features.shape[1]
+    return None if feature_dim is None or d == feature_dim else f"features have dimension {d} but the stage expects {feature_dim}"
+
+
+def _tag(item: RegionRecord | Rejected, order: tuple[int, ...], source: str, feature_dim: int | None):
+    """Route a reader result: a sample to the main output, a rejection to the dead letter."""
+    if isinstance(item, RegionRecord):
+        reason = _check_dim(item, feature_dim)
+        if reason is None:
+            yield Sample(item.image_id, order, source, encode_region(item), int(item.features.shape[1]), item.cls_prob is not None)
+            return
+        item = Rejected(item.image_id, source, reason)
+    yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(order, item))
+
+
+class ParseTsvLine(beam.DoFn):
+    """``(position, source, raw line)`` → Sample, or a DeadLetter on the ``dead_letter`` output."""
+
+    def __init__(self, lxmert: bool, inclusive: bool, feature_dim: int | None):
+        self.lxmert, self.inclusive, self.feature_dim = lxmert, inclusive, feature_dim
+
+    def process(self, element: tuple[tuple[int, int], str, bytes]):
+        order, source, raw = element
+        yield from _tag(parse_butd_bytes(raw, source, self.lxmert, self.inclusive), order, source, self.feature_dim)
+
+
+class ReadRegionFile(beam.DoFn):
+    """``(file index, path)`` of a per-image ``.npz``/``.npy`` → Sample, or a DeadLetter."""
+
+    def __init__(self, allow_pickle: bool, inclusive: bool, feature_dim: int | None):
+        self.allow_pickle, self.inclusive, self.feature_dim = allow_pickle, inclusive, feature_dim
+
+    def process(self, element: tuple[int, str]):
+        index, path = element
+        yield from _tag(read_region_file(path, self.allow_pickle, self.inclusive), (index,), path, self.feature_dim)
+
+
+def drop_duplicate_ids(element: tuple[int, Iterable[Any]]) -> tuple[int, list[Sample], list[DeadLetter]]:
+    """One shard's elements → (shard, samples with unique image ids, dead letters).
+
+    The sample at the earliest source position wins, whatever order the runner delivered them in.
+    """
+    shard, items = element
+    items = list(items)  # one shard: the bound on this stage's memory
+    samples = sorted((x for x in items if isinstance(x, Sample)), key=lambda s: (s.image_id, s.order))
+    dead = [x for x in items if isinstance(x, DeadLetter)]
+    kept: dict[str, Sample] = {}
+    for s in samples:
+        first = kept.setdefault(s.image_id, s)
+        if first is not s:
+            dead.append(DeadLetter(s.order, Rejected(s.image_id, s.source, f"duplicate image_id (first at {first.source})")))
+    return shard, list(kept.values()), dead
+
+
+class WriteShard(beam.DoFn):
+    """(shard, samples, dead letters) → ``regions-<shard>.tar`` plus a summary file for the driver.
+
+    Both files are written atomically and fully determined by their inputs, so a retried bundle
+    rewrites the same bytes.
+    """
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+
+    def process(self, element: tuple[int, list[Sample], list[DeadLetter]]) -> Iterator[int]:
+        shard, samples, dead = element
+        out = Path(self.out_dir)
+        keys: dict[str, Sample] = {}
+        for s in samples:
+            key = sample_key(s.image_id)
+            if key in keys:  # two distinct ids with one tar key would be a sample_key bug: stop
+                raise ValueError(f"image ids {keys[key].image_id!r} and {s.image_id!r} share tar key {key!r}")
+            keys[key] = s
+        path = out / shard_name(REGION_PREFIX, shard)
+        write_shard(path, {k: s.members for k, s in keys.items()})
+        summary = {
+            "shard": shard,
+            "name": path.name,
+            "samples": len(samples),
+            "bytes": path.stat().st_size,
+            "feature_dims": sorted({s.feature_dim for s in samples}),
+            "with_cls_prob": sum(s.has_cls for s in samples),
+            "dead_letter": [[list(d.order), d.as_json()] for d in sorted(dead, key=lambda d: (d.order, d.rejected.reason))],
+        }
+        tmp = out / WORK_DIR / f".shard-{shard:06d}.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(summary, sort_keys=True))
+        os.replace(tmp, out / WORK_DIR / f"shard-{shard:06d}.json")
+        yield shard
+
+
+# ---------------------------------------------------------------------------------------------
+# Composite transforms
+
+
+class ReadTsvRegions(beam.PTransform):
+    """TSV byte ranges → samples (main) and dead letters (``dead_letter``)."""
+
+    def __init__(self, scan: SourceScan, lxmert: bool, inclusive: bool, feature_dim: int | None):
+        super().__init__()
+        self.scan, self.lxmert, self.inclusive, self.feature_dim = scan, lxmert, inclusive, feature_dim
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListByteRanges" >> beam.Create(self.scan.chunks)
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ReadLines" >> beam.ParDo(ReadTsvChunk())
+            | "ParseAndValidate" >> beam.ParDo(ParseTsvLine(self.lxmert, self.inclusive, self.feature_dim)).with_outputs(DEAD, main="samples")
+        )
+
+
+class ReadRegionFiles(beam.PTransform):
+    """Per-image region files → samples (main) and dead letters (``dead_letter``)."""
+
+    def __init__(self, scan: SourceScan, allow_pickle: bool, inclusive: bool, feature_dim: int | None):
+        super().__init__()
+        self.scan, self.allow_pickle, self.inclusive, self.feature_dim = scan, allow_pickle, inclusive, feature_dim
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(list(enumerate(self.scan.files)))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadAndValidate" >> beam.ParDo(ReadRegionFile(self.allow_pickle, self.inclusive, self.feature_dim)).with_outputs(DEAD, main="samples")
+        )
+
+
+class WriteRegionShards(beam.PTransform):
+    """(samples, dead letters) → one shard per index in ``[0, num_shards)``, empty ones included."""
+
+    def __init__(self, out_dir: str, num_shards: int):
+        super().__init__()
+        self.out_dir, self.num_shards = out_dir, num_shards
+
+    def expand(self, inputs):
+        samples, dead = inputs
+        n = self.num_shards
+        keyed_samples = samples | "KeyByShard" >> beam.Map(lambda s: (shard_index(s.image_id, n), s))
+        # Dead letters travel with the shard of their record id, so each shard reports its own.
+        keyed_dead = dead | "KeyDeadLetterByShard" >> beam.Map(lambda d: (shard_index(d.rejected.record_id, n), d))
+        every_shard = samples.pipeline | "EveryShardIndex" >> beam.Create([(k, None) for k in range(n)])
+        return (
+            (keyed_samples, keyed_dead, every_shard)
+            | "Merge" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "DropDuplicateIds" >> beam.Map(drop_duplicate_ids)
+            | "WriteShard" >> beam.ParDo(WriteShard(self.out_dir))
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason with its particulars (numbers, box coordinates, quoted values) blanked, for counting."""
+    r = re.sub(r"\[[^\]]*\]|\([^)]*\)", "(…)", reason)
+    r = re.sub(r"'[^']*'", "'…'", r)
+    return re.sub(r"\d+(?:\.\d+)?", "#", r)
+
+
+def _default_pipeline_args(pipeline_args: list[str] | None) -> list[str]:
+    """The local DirectRunner in-process by default: Prism would try to download a binary offline."""
+    args = list(pipeline_args or [])
+    if not any(a.startswith("--runner") for a in args):
+        args.append("--runner=DirectRunner")
+    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), "")
+    if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
+        args.append("--direct_running_mode=in_memory")
+    return args
+
+
+def scan_source(tsv: list[str] | None, lxmert: bool, npz_dir: str | None, npy_dir: str | None, allow_pickle: bool) -> SourceScan:
+    given = [x for x in (tsv, npz_dir, npy_dir) if x]
+    if len(given) != 1:
+        raise ValueError("give exactly one region source: tsv (one or more files), npz_dir or npy_dir")
+    if tsv:
+        scans = []
+        for i, path in enumerate(tsv):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"region TSV {path} does not exist")
+            scans.append(scan_tsv(path, CHUNK_BYTES, i))
+        digest = scans[0][0] if len(scans) == 1 else fingerprint([s[0] for s in scans])  # content only, in order
+        return SourceScan(
+            "lxmert_tsv" if lxmert else "butd_tsv", ", ".join(tsv), digest,
+            sum(s[1] for s in scans), sum(s[2] for s in scans), [c for s in scans for c in s[3]],
+        )
+    directory, kind = (npz_dir, "npz") if npz_dir is not None else (npy_dir, "npy")
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"region directory {directory} does not exist")
+    if kind == "npy" and not allow_pickle:
+        raise PermissionError(f"{directory}: refusing to read pickled .npy files: {PICKLE_RISK}")
+    files = list_region_files(directory, kind)
+    companions = [p.with_name(p.stem + "_info.npy") for p in files if kind == "npy"]
+    digest = files_digest(files + [c for c in companions if c.exists()])
+    return SourceScan(f"{kind}_dir", str(directory), digest, len(files), files=[str(p) for p in files])
+
+
+def run_regions(
+    tsv: str | os.PathLike | list[str | os.PathLike] | None = None,
+    *,
+    lxmert: bool = False,
+    npz_dir: str | os.PathLike | None = None,
+    npy_dir: str | os.PathLike | None = None,
+    allow_pickle: bool = False,
+    out_dir: str | os.PathLike,
+    num_shards: int,
+    inclusive: bool = True,
+    feature_dim: int | None = None,
+    pipeline_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the stage on one source and return its manifest.
+
+    ``tsv``: one BUTD/LXMERT TSV or a list of them (BUTD writes several); an image id may appear once
+    in all of them together. ``inclusive``: the source's boxes are inclusive pixel indices (BUTD, ViLBERT/MMF: the default).
+    ``feature_dim``: if given, records of another dimension are dead-lettered; if not, a source with
+    mixed dimensions fails the stage. ``pipeline_args``: Beam options (default: in-process DirectRunner).
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    tsv_files = None if tsv is None else [str(t) for t in ([tsv] if isinstance(tsv, (str, os.PathLike)) else tsv)]
+    scan = scan_source(
+        tsv_files, lxmert, None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir), allow_pickle
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # The manifest goes first, so that an interrupted rerun never looks complete.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    (out / DEAD_LETTER_NAME).unlink(missing_ok=True)
+    for old in out.glob(f"{REGION_PREFIX}-*.tar"):
+        old.unlink()
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    (out / WORK_DIR).mkdir()
+
+    params = {"source_format": scan.kind, "inclusive_boxes": inclusive, "num_shards": num_shards, "feature_dim": feature_dim}
+    fp = fingerprint(STAGE, SCHEMA_VERSION, scan.digest, params)
+    log.info("regions: %d records from %s (%s) → %d shards in %s", scan.records_in, scan.path, scan.kind, num_shards, out)
+
+    options = PipelineOptions(_default_pipeline_args(pipeline_args))
+    with beam.Pipeline(options=options) as p:
+        if scan.kind.endswith("tsv"):
+            read = p | "ReadTsv" >> ReadTsvRegions(scan, lxmert, inclusive, feature_dim)
+        else:
+            read = p | "ReadFiles" >> ReadRegionFiles(scan, allow_pickle, inclusive, feature_dim)
+        _ = (read.samples, read[DEAD]) | "WriteShards" >> WriteRegionShards(str(out), num_shards)
+
+    return _publish(out, scan, num_shards, fp, params)
+
+
+def _publish(out: Path, scan: SourceScan, num_shards: int, fp: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Merge the shard summaries, reconcile the counts, write the dead letter, then the manifest."""
+    summaries = []
+    for k in range(num_shards):
+        f = out / WORK_DIR / f"shard-{k:06d}.json"
+        if not f.exists():
+            raise RuntimeError(f"{out}: shard {k} reported no summary; the pipeline did not write it")
+        summaries.append(json.loads(f.read_text()))
+    dead = [(tuple(order), d) for s in summaries for order, d in s["dead_letter"]]
+    dead_json = [d for _, d in sorted(dead, key=lambda x: (x[0], x[1]["record_id"], x[1]["reason"]))]
+    counts = {"in": scan.records_in, "out": sum(s["samples"] for s in summaries), "rejected": len(dead_json)}
+    if not reconciles(counts):
+        raise RuntimeError(f"{out}: counts do not reconcile: in={counts['in']} but out={counts['out']} + rejected={counts['rejected']}")
+    dims = sorted({d for s in summaries for d in s["feature_dims"]})
+    if len(dims) > 1:
+        raise RuntimeError(f"{scan.path}: records have mixed feature dimensions {dims}; pass feature_dim to keep one and dead-letter the rest")
+    with_cls = sum(s["with_cls_prob"] for s in summaries)
+
+    tmp = out / f".{DEAD_LETTER_NAME}.tmp-{os.getpid()}"
+    tmp.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in dead_json))
+    os.replace(tmp, out / DEAD_LETTER_NAME)
+    shutil.rmtree(out / WORK_DIR)
+
+    manifest = {
+        "stage": STAGE,
+        "fingerprint": fp,
+        "params": params,
+        "counts": counts,
+        "blank_lines": scan.blank_lines,
+        "rejected_by_reason": dict(sorted(Counter(_reason_kind(d["reason"]) for d in dead_json).items())),
+        "num_shards": num_shards,
+        "shards": [{"name": s["name"], "samples": s["samples"], "bytes": s["bytes"]} for s in summaries],
+        "feature_dim": dims[0] if dims else None,
+        "has_cls_prob": counts["out"] > 0 and with_cls == counts["out"],
+        "samples_with_cls_prob": with_cls,
+        "source": {"kind": scan.kind, "path": scan.path, "digest": scan.digest, "box_convention": "inclusive" if params["inclusive_boxes"] else "exclusive"},
+        "dead_letter": DEAD_LETTER_NAME,
+    }
+    write_manifest(out, manifest)
+    log.info("regions: in=%d out=%d rejected=%d", counts["in"], counts["out"], counts["rejected"])
+    return json.loads((out / MANIFEST_NAME).read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.regions", description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tsv", nargs="+", help="bottom-up-attention TSV file(s)")
+    src.add_argument("--npz-dir", help="directory of per-image .npz region files (safe, no pickle)")
+    src.add_argument("--npy-dir", help="directory of ViLBERT/MMF pickled .npy region dicts (needs --allow-pickle)")
+    ap.add_argument("--lxmert", action="store_true", help="the TSV has LXMERT's columns")
+    ap.add_argument("--allow-pickle", action="store_true", help=f"read pickled .npy files: {PICKLE_RISK}")
+    ap.add_argument("--exclusive-boxes", action="store_true", help="source boxes already have an exclusive end (default: inclusive, as BUTD writes)")
+    ap.add_argument("--feature-dim", type=int, default=None, help="dead-letter records of any other feature dimension")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--num-shards", type=int, required=True)
+    args, beam_args = ap.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.npy_dir and not args.allow_pickle:
+        ap.error(f"--npy-dir needs --allow-pickle: {PICKLE_RISK}")
+    m = run_regions(
+        args.tsv,
+        lxmert=args.lxmert,
+        npz_dir=args.npz_dir,
+        npy_dir=args.npy_dir,
+        allow_pickle=args.allow_pickle,
+        out_dir=args.out,
+        num_shards=args.num_shards,
+        inclusive=not args.exclusive_boxes,
+        feature_dim=args.feature_dim,
+        pipeline_args=beam_args,
+    )
+    print(json.dumps({"counts": m["counts"], "rejected_by_reason": m["rejected_by_reason"], "out": args.out}, indent=2))
+
+
+if __name__ == "__main__":
+    # Run through the importable module, so that Beam pickles its classes as pipelines.regions.X,
+    # not __main__.X, which worker processes could not import.
+    from pipelines.regions import main as _main
+
+    _main()

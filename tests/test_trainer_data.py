@@ -1,0 +1,183 @@
+"""The streaming loader: batches, spans, determinism, and bad input (mismatched keys, truncation, bad spans)."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from schemas.shards import iter_shard, write_shard
+from trainer.data import DataError, make_loader
+from trainer.masking import IGNORE, mask_tokens
+from trainer.text import load_tokenizer, tokenize_with_spans
+from trainer_fixtures import tiny_config, write_corpus
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("minilm")
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    regions, labels = write_corpus(tmp_path / "data", num_images=20, num_shards=2)
+    return tmp_path, regions, labels
+
+
+def batches(cfg, tok, epoch=0):
+    return [b for b in make_loader(cfg, tok, epoch)]
+
+
+def test_batches_have_consistent_shapes_and_targets(corpus, tok):
+    root, regions, labels = corpus
+    cfg = tiny_config(regions, labels, root / "out")
+    got = batches(cfg, tok)
+    real = [b for b in got if b["n"]]
+    assert real, "no batches"
+    total = sum(b["n"] for b in real)
+    # 20 images, every 9th without captions (2 of them), 1-2 captions each.
+    skips = sum(b["skips"].get("images_without_captions", 0) for b in got)
+    assert skips == 2
+    assert total >= 18
+    for b in real:
+        B, T = b["input_ids"].shape
+        assert b["text_mask"].shape == (B, T) and b["feat"].shape[:2] == b["region_mask"].shape
+        assert (b["mlm_labels"][~b["text_mask"]] == IGNORE).all()
+        assert (b["pair_end"] > b["pair_start"]).all()
+        assert (b["pair_region"][b["pair_mask"]] < b["region_mask"].sum(1, keepdim=True).expand_as(b["pair_region"])[b["pair_mask"]]).all()
+        # ITM negatives carry no MLM / region / grounding targets.
+        neg = b["itm_label"] == 0
+        assert not b["pair_mask"][neg].any() and (b["mlm_labels"][neg] == IGNORE).all() and not b["region_masked"][neg].any()
+    itm = torch.cat([b["itm_label"] for b in real])
+    assert 0 < itm.mean() < 1
+
+
+def test_phrase_spans_map_to_the_phrase_tokens(tok):
+    text = "a dog near the unbelievably red ball"
+    spans = [(0, 5), (11, 36), (100, 120)]
+    ids, tspans = tokenize_with_spans(tok, text, spans[:2], max_len=32)
+    words = [tok.decode(ids[s:e]) for s, e in tspans]
+    assert words == ["a dog", "the unbelievably red ball"]
+    # truncated away → None (the caller drops and counts the phrase)
+    ids, tspans = tokenize_with_spans(tok, text, [(0, 5), (31, 36)], max_len=5)
+    assert tspans[0] == (1, 3) and tspans[1] is None
+
+
+def test_mlm_masking_is_80_10_10():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 2000, 200_000)
+    masked, labels = mask_tokens(ids, rng, 0.15, mask_id=103, vocab_size=30522, special_ids={101, 102, 0})
+    picked = labels != IGNORE
+    assert abs(picked.mean() - 0.15) < 0.005
+    assert abs((masked[picked] == 103).mean() - 0.8) < 0.01
+    assert abs((masked[picked] == ids[picked]).mean() - 0.1) < 0.01
+
+
+def test_epoch_is_deterministic_and_workers_do_not_change_examples(corpus, tok):
+    root, regions, labels = corpus
+    cfg = tiny_config(regions, labels, root / "out", num_workers=2)
+    a, b = batches(cfg, tok, epoch=1), batches(cfg, tok, epoch=1)
+    assert [x.get("uids") for x in a] == [x.get("uids") for x in b]
+    for x, y in zip(a, b):
+        if x["n"]:
+            for k in ("input_ids", "mlm_labels", "feat", "pair_region", "pair_target", "itm_label"):
+                assert torch.equal(x[k], y[k]), k
+    other = batches(cfg, tok, epoch=2)
+    assert [x.get("uids") for x in a] != [x.get("uids") for x in other]
+
+
+def _rewrite(path, mutate):
+    """Rewrite a shard with ``mutate({key: {ext: bytes}})`` applied."""
+    samples = dict(iter_shard(path))
+    write_shard(path, mutate(samples))
+
+
+def test_label_keys_that_do_not_match_raise_or_are_skipped(corpus, tok):
+    root, regions, labels = corpus
+    shard = sorted(labels.glob("labels-*.tar"))[0]
+
+    def rename_last(samples):
+        keys = sorted(samples)
+        samples["zzz_other"] = samples.pop(keys[-1])
+        return samples
+
+    _rewrite(shard, rename_last)
+    cfg = tiny_config(regions, labels, root / "out")
+    with pytest.raises(DataError, match=r"labels-000000\.tar:zzz_other.*out of step"):
+        batches(cfg, tok)
+    got = batches(dataclasses.replace(cfg, bad_input="skip"), tok)
+    assert sum(b["skips"].get("key_mismatch", 0) for b in got) == 1
+    assert sum(b["n"] for b in got) > 0
+
+
+def test_truncated_tar_raises_or_is_skipped(corpus, tok):
+    root, regions, labels = corpus
+    shard = sorted(regions.glob("regions-*.tar"))[1]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    cfg = tiny_config(regions, labels, root / "out")
+    with pytest.raises(DataError, match=r"regions-000001\.tar.*truncated"):
+        batches(cfg, tok)
+    got = batches(dataclasses.replace(cfg, bad_input="skip"), tok)
+    assert sum(b["skips"].get("unreadable_shard", 0) + b["skips"].get("key_mismatch", 0) for b in got) == 1
+
+
+def test_phrase_span_outside_caption_raises_or_is_skipped(corpus, tok):
+    root, regions, labels = corpus
+    shard = sorted(labels.glob("labels-*.tar"))[0]
+    bad_key = {}
+
+    def break_span(samples):
+        for key, members in samples.items():
+            meta = json.loads(members["json"])
+            if meta["captions"]:
+                meta["captions"][0]["phrases"][0]["end"] = 999
+                members["json"] = json.dumps(meta).encode()
+                bad_key["key"] = key
+                break
+        return samples
+
+    _rewrite(shard, break_span)
+    cfg = tiny_config(regions, labels, root / "out")
+    with pytest.raises(DataError, match=rf"{bad_key['key']}.*outside the caption"):
+        batches(cfg, tok)
+    got = batches(dataclasses.replace(cfg, bad_input="skip"), tok)
+    assert sum(b["skips"].get("bad_record", 0) for b in got) == 1
+    assert all(not any(u.startswith(bad_key["key"] + "/") for u in b.get("uids", [])) for b in got)
+
+
+def test_missing_label_shard_is_an_error(corpus, tok):
+    root, regions, labels = corpus
+    sorted(labels.glob("labels-*.tar"))[0].unlink()
+    with pytest.raises(DataError, match="no label shard"):
+        batches(tiny_config(regions, labels, root / "out"), tok)
+
+
+def test_pickle_members_are_refused(corpus, tok):
+    root, regions, labels = corpus
+    shard = sorted(regions.glob("regions-*.tar"))[0]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("evil.pkl")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"\x80\x04N."))
+    shard.write_bytes(buf.getvalue())
+    with pytest.raises(DataError, match="forbidden extension"):
+        batches(tiny_config(regions, labels, root / "out"), tok)
+
+
+def test_training_time_threshold_and_soft_targets_reach_the_batch(corpus, tok):
+    root, regions, labels = corpus
+    base = tiny_config(regions, labels, root / "out", itm_neg_prob=0.0)
+    soft = [b for b in batches(dataclasses.replace(base, soft_targets=True, hard_negatives="iou"), tok) if b["n"]]
+    t = torch.cat([b["pair_target"][b["pair_mask"]] for b in soft])
+    assert ((t > 0) & (t < 1)).any() and (t >= 0).all() and (t <= 1).all()
+    # The toy labels put non-matching IoU in [0, 0.45): a 0.3 threshold turns some into positives.
+    hard = [b for b in batches(base, tok) if b["n"]]
+    low = [b for b in batches(dataclasses.replace(base, iou_threshold=0.3), tok) if b["n"]]
+    pos = lambda bs: sum(float(b["pair_target"][b["pair_mask"]].sum()) for b in bs)  # noqa: E731
+    assert pos(low) > pos(hard)

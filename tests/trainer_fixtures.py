@@ -1,0 +1,87 @@
+"""Test helpers for the trainer: the toy corpus (trainer.toydata), tiny configs, batch splitting, DDP rank."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.toydata import NUM_CLASSES, OBJECTS, write_corpus  # noqa: F401
+
+
+def tiny_config(regions: Path, labels: Path, out: Path, **overrides):
+    """A model and loop small enough for CPU tests (seconds, not minutes)."""
+    from trainer.config import TrainConfig
+
+    base = dict(
+        regions=str(regions), labels=str(labels), out=str(out), hidden_size=32, num_layers=1, num_heads=2,
+        intermediate_size=64, v_hidden_size=32, v_layers=1, co_layers=1, batch_size=8, num_workers=0,
+        shuffle_buffer=16, steps=4, warmup_steps=1, log_every=1, ckpt_every=1000, progress=False, dropout=0.0,
+        max_text_len=16, lr=1e-3,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def grounding_scores(model, cfg, tokenizer):
+    """(logits, targets) of every sampled pair of the corpus in ``cfg``, with no masking or swaps."""
+    import dataclasses
+
+    import torch
+
+    from trainer.data import make_loader
+
+    ev = dataclasses.replace(cfg, itm_neg_prob=0.0, mlm_prob=0.0, region_mask_prob=0.0, unmatched_phrase_share=1.0, num_workers=0)
+    logits, targets = [], []
+    model.eval()
+    with torch.no_grad():
+        for b in make_loader(ev, tokenizer, 0):
+            if b["n"]:
+                logits.append(model(b)["gnd_logit"][b["pair_mask"]])
+                targets.append(b["pair_target"][b["pair_mask"]])
+    return torch.cat(logits), torch.cat(targets)
+
+
+def split_batch(batch: dict, parts: int) -> list[dict]:
+    """Row-split a collated batch (same padding), e.g. to give each DDP rank its share."""
+    import torch
+
+    n = batch["input_ids"].shape[0]
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        out.append({k: (v[a:b] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in batch.items()})
+    return out
+
+
+def first_batch(cfg, tokenizer) -> dict:
+    from trainer.data import make_loader
+
+    return next(b for b in make_loader(cfg, tokenizer, 0) if b["n"])
+
+
+def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
+    """One rank of the DDP equivalence test: one optimizer step on its rows of the global batch."""
+    import torch
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from trainer.models import build_model
+    from trainer.text import load_tokenizer
+    from trainer.train import make_optimizer, train_step
+
+    torch.set_num_threads(1)
+    tok = load_tokenizer(cfg.tokenizer)
+    # The global batch is built before joining the group: inside it, the loader would give each
+    # rank its own shards (split_by_node), and the test wants one batch split by rows.
+    batch = split_batch(first_batch(cfg, tok), world)[rank]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, batch["feat"].shape[-1], NUM_CLASSES, len(tok))
+        opt = make_optimizer(model, cfg)
+        result = train_step(DDP(model), opt, [batch], cfg, 0, torch.device("cpu"))
+        if rank == 0:
+            tensors = {k: v.detach().clone().contiguous() for k, v in model.named_parameters()}
+            tensors["__loss__"] = torch.tensor([result["loss"], result["gnd"], result["word"]], dtype=torch.float64)
+            save_file(tensors, result_path)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,175 @@
+"""Training configuration: one typed dataclass, overridable from a JSON/YAML file and from the CLI.
+
+Precedence: dataclass defaults < ``--config FILE`` < ``--field value`` flags. Every field is a flag
+(``--batch-size 8`` and ``--batch_size 8`` both work); booleans take ``true/false``; optional fields
+take ``none``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    # ---- data
+    regions: str = "data/regions"  # directory of regions-%06d.tar
+    labels: str = "data/labels"  # directory of labels-%06d.tar (same indices and keys)
+    out: str = "runs/pretrain"  # run directory: checkpoints, TensorBoard, losses.jsonl
+    tokenizer: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2 vocab) or a local BERT dir
+    max_text_len: int = 36  # WordPiece tokens incl. [CLS]/[SEP]
+    max_regions: int = 36  # first regions of an image (detectors sort by confidence)
+    num_workers: int = 2  # DataLoader workers per process
+    shuffle_buffer: int = 64  # examples; also the pool ITM negatives are drawn from
+    bad_input: str = "raise"  # "raise": stop with the reason; "skip": log, count and go on
+    # ---- masking and negatives
+    mlm_prob: float = 0.15  # of text tokens; 80% [MASK], 10% random, 10% kept
+    region_mask_prob: float = 0.15  # of regions; features zeroed, target = detector class dist.
+    itm_neg_prob: float = 0.5  # share of examples whose caption is swapped within the buffer
+    # ---- hierarchical region-phrase sampling
+    unmatched_phrase_share: float = 0.2  # share of phrases without a positive that are kept
+    max_pos_per_phrase: int = 4  # P
+    max_neg_per_phrase: int = 8  # N
+    neg_per_pos: float = 3.0  # global negatives per positive within an example
+    hard_negatives: str = "none"  # "none" | "iou" (highest IoU below threshold) | "score"
+    hard_negative_share: float = 0.5  # share of each phrase's negatives taken hardest-first
+    iou_threshold: float | None = None  # None: the shard's `align`; else iou >= this is positive
+    soft_targets: bool = False  # positives' target = teacher confidence instead of 1
+    # ---- model
+    model: str = "single"  # "single" (VL-BERT-like) | "dual" (ViLBERT-like)
+    text_init: str = "random"  # "random" | "minilm" | a local BERT-family checkpoint dir
+    hidden_size: int = 128  # text (and single-stream) width when text_init is "random"
+    num_layers: int = 2  # text layers when text_init is "random"
+    num_heads: int = 4
+    intermediate_size: int = 256
+    v_hidden_size: int = 128  # dual-stream visual width
+    v_layers: int = 1  # dual-stream visual self-attention layers
+    co_layers: int = 1  # dual-stream co-attention blocks
+    location: str = "spe"  # "spe" (sine-cosine of the box) | "5d" (ViLBERT's linear 5-d)
+    phrase_repr: str = "lstm"  # "lstm" (phrase level) | "mean" (token level)
+    dropout: float = 0.1
+    # ---- loss
+    lambda_word: float = 1.0
+    lambda_img: float = 1.0
+    lambda_align: float = 1.0
+    lambda_gnd: float = 20.0
+    # ---- optimisation
+    steps: int = 200  # optimizer steps (the length of the LR schedule)
+    stop_at: int | None = None  # end this invocation after this step (checkpointed); resume later
+    batch_size: int = 16  # examples per process per micro-batch
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    cpu_threads: int = 0  # torch threads per process on CPU; 0: cores / processes - loader workers
+    bf16: bool = True  # autocast on GPU (ignored on CPU)
+    # ---- logging and checkpoints
+    log_every: int = 10
+    ckpt_every: int = 100
+    keep_ckpts: int = 2
+    resume: bool = True  # continue from out/latest.json when present
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """``float | None`` → (float, True); ``int`` → (int, False)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _parse_value(name: str, raw: Any, tp: Any) -> Any:
+    base, optional = _base_type(tp)
+    if optional and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
+        return None
+    if base is bool:
+        if isinstance(raw, bool):
+            return raw
+        s = str(raw).lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{name}: expected true/false, got {raw!r}")
+    try:
+        return base(raw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--{name}: cannot read {raw!r} as {base.__name__}") from e
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str) -> TrainConfig:
+    """New config with ``overrides`` applied; unknown keys are an error naming ``source``."""
+    hints = typing.get_type_hints(TrainConfig)
+    values = cfg.to_dict()
+    for key, raw in overrides.items():
+        name = key.replace("-", "_")
+        if name not in hints:
+            raise ValueError(f"{source}: unknown config key {key!r}")
+        values[name] = _parse_value(name, raw, hints[name])
+    return TrainConfig(**values)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    text = Path(path).read_text()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping of field → value")
+    return data
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Defaults < ``--config`` file < ``--field value`` flags."""
+    parser = argparse.ArgumentParser(description="SSGA pre-training", allow_abbrev=False)
+    parser.add_argument("--config", help="JSON or YAML file of field: value")
+    for f in dataclasses.fields(TrainConfig):
+        flags = {f"--{f.name}", f"--{f.name.replace('_', '-')}"}
+        parser.add_argument(*sorted(flags), dest=f.name, default=None, metavar="VALUE", help=f"default: {f.default!r}")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig()
+    if args.config:
+        cfg = apply_overrides(cfg, load_config_file(args.config), args.config)
+    cli = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    return validate(apply_overrides(cfg, cli, "command line"))
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    choices = {
+        "bad_input": ("raise", "skip"),
+        "hard_negatives": ("none", "iou", "score"),
+        "model": ("single", "dual"),
+        "location": ("spe", "5d"),
+        "phrase_repr": ("lstm", "mean"),
+        "device": ("auto", "cpu", "cuda"),
+    }
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
+    for name in ("mlm_prob", "region_mask_prob", "itm_neg_prob", "unmatched_phrase_share", "hard_negative_share"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {getattr(cfg, name)}")
+    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.steps < 0:
+        raise ValueError("batch_size and grad_accum must be >= 1 and steps >= 0")
+    return cfg
+

@@ -1,0 +1,417 @@
+"""Streaming training data: region shard k zipped with label shard k → batches of (image, caption) examples.
+
+The chain, top to bottom (each step a named generator function, as in open_clip's data.py)::
+
+    shard list (shuffled by seed+epoch) → split_by_node → split_by_worker
+      → zip_label_shards   pair regions-k.tar with labels-k.tar, check keys sample by sample
+      → decode_pairs       npy/json only (schemas.shards, pickle-free), validate each record
+      → to_examples        one example per (image, caption); images without captions are counted
+      → tokenize           WordPiece; phrase character spans → token spans
+      → itm_negatives      shuffle buffer; swap the caption with another image's for 50%
+      → mask_text          MLM 15% (80/10/10)
+      → mask_regions       15% of regions zeroed; target = detector class distribution
+      → sample_pairs       hierarchical region-phrase sampling (trainer.sampling)
+      → batched(collate)   padded tensors + masks, and the skip counts since the last batch
+
+Memory is bounded by the shuffle buffer, never by the corpus. An epoch is a pure function of
+(seed, epoch, world size, workers): shard order, buffer draws and every per-example draw are seeded,
+and per-example draws are seeded by the example's key, so the data position (epoch, batches taken)
+is all a checkpoint needs to resume exactly.
+
+Bad input (a label shard whose keys do not match, a truncated tar, a record that breaks the
+contract such as a phrase span outside its caption) either raises :class:`DataError` naming the
+file, the record and the reason, or with ``bad_input="skip"`` is logged and counted; counts travel
+to the training loop inside each batch (``batch["skips"]``).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from schemas.records import labels_problem, region_problem
+from schemas.shards import LABEL_PREFIX, REGION_PREFIX, ShardError, decode_labels, decode_region, iter_shard, list_shards
+from trainer.config import TrainConfig
+from trainer.masking import IGNORE, mask_regions as pick_masked_regions, mask_tokens
+from trainer.sampling import SamplerConfig, sample_pairs as sample_example_pairs
+from trainer.text import tokenize_with_spans
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Training input breaks the shard contract; the message names the file, the record and why."""
+
+
+class SkipCounter:
+    """Raise on bad input, or (``policy="skip"``) log it and count it by kind.
+
+    Each DataLoader worker holds its own copy; ``take()`` hands the counts since the last call to
+    the batch being emitted, so the main process sees every worker's skips.
+    """
+
+    def __init__(self, policy: str = "raise"):
+        if policy not in ("raise", "skip"):
+            raise ValueError(f"bad_input policy must be 'raise' or 'skip', got {policy!r}")
+        self.policy = policy
+        self.counts: Counter[str] = Counter()
+
+    def bad(self, kind: str, where: str, reason: str) -> None:
+        if self.policy == "raise":
+            raise DataError(f"{where}: {reason}")
+        log.warning("skipping %s: %s: %s", kind, where, reason)
+        self.counts[kind] += 1
+
+    def note(self, kind: str, n: int = 1) -> None:
+        """Count an expected drop that is not an error (e.g. an image without captions)."""
+        self.counts[kind] += n
+
+    def take(self) -> dict[str, int]:
+        out = dict(self.counts)
+        self.counts.clear()
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards
+
+
+def shard_dir(directory: str | Path, prefix: str) -> Path:
+    """The directory holding ``<prefix>-NNNNNN.tar``: ``directory`` itself or its ``<prefix>/`` child.
+
+    The label pipeline publishes ``OUT/labels/labels-*.tar`` next to its other outputs, so both
+    ``--labels OUT`` and ``--labels OUT/labels`` work.
+    """
+    for d in (Path(directory), Path(directory) / prefix):
+        if list_shards(d, prefix):
+            return d
+    raise FileNotFoundError(f"{directory}: no {prefix}-NNNNNN.tar shards (nor in {Path(directory) / prefix})")
+
+
+def region_shards(regions_dir: str | Path) -> list[str]:
+    return [str(p) for p in list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)]
+
+
+def label_shard_for(region_shard: str | Path, labels_dir: str | Path) -> Path:
+    """``.../regions-000003.tar`` pairs with ``labels_dir/labels-000003.tar`` (same index)."""
+    name = Path(region_shard).name.replace(f"{REGION_PREFIX}-", f"{LABEL_PREFIX}-", 1)
+    return Path(labels_dir) / name
+
+
+def epoch_shards(shards: list[str], seed: int, epoch: int) -> list[str]:
+    """The shard order of an epoch: a seeded permutation, identical on every rank."""
+    rng = np.random.default_rng([seed, epoch, 0x5EED])
+    return [shards[i] for i in rng.permutation(len(shards))]
+
+
+def _seed_of(*parts: Any) -> int:
+    return int(hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+def example_rng(seed: int, epoch: int, uid: str, stage: str) -> np.random.Generator:
+    """Per-example generator: independent of worker count and stream order."""
+    return np.random.default_rng(_seed_of(seed, epoch, uid, stage))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline stages (generators over dicts)
+
+
+def zip_label_shards(src: Iterable[dict], labels_dir: str, skips: SkipCounter) -> Iterator[dict]:
+    """Read region shard k and label shard k in lockstep; keys must match position by position.
+
+    A mismatch means every later label could belong to the wrong image, so with ``skip`` the rest
+    of that shard pair is dropped (and counted), never zipped out of step.
+    """
+    for item in src:
+        rpath = item["url"]
+        lpath = label_shard_for(rpath, labels_dir)
+        if not lpath.exists():
+            skips.bad("missing_label_shard", str(lpath), f"no label shard for region shard {rpath}")
+            continue
+        try:
+            pairs = itertools.zip_longest(iter_shard(rpath), iter_shard(lpath))
+            for i, (r, lab) in enumerate(pairs):
+                if r is None or lab is None:
+                    short, other = (rpath, lpath) if r is None else (lpath, rpath)
+                    skips.bad("key_mismatch", f"{short}", f"has fewer samples than {other} (ends before sample {i})")
+                    break
+                (rkey, rmem), (lkey, lmem) = r, lab
+                if rkey != lkey:
+                    skips.bad(
+                        "key_mismatch",
+                        f"{lpath}:{lkey}",
+                        f"sample {i} has key {lkey!r} but {rpath} has {rkey!r} there; label and region shards are out of step",
+                    )
+                    break
+                yield {"__key__": rkey, "rpath": rpath, "lpath": str(lpath), "region": rmem, "labels": lmem}
+        except ShardError as e:
+            skips.bad("unreadable_shard", f"{rpath} + {lpath}", str(e))
+
+
+def decode_pairs(src: Iterable[dict], skips: SkipCounter) -> Iterator[dict]:
+    """Decode npy/json members (pickle-free) and check each record against the contract."""
+    for item in src:
+        key = item["__key__"]
+        rwhere, lwhere = f"{item['rpath']}:{key}", f"{item['lpath']}:{key}"
+        try:
+            region = decode_region(item["region"], rwhere)
+            labels = decode_labels(item["labels"], lwhere)
+        except (ShardError, KeyError, TypeError, ValueError) as e:  # missing field, wrong type, bad npy
+            skips.bad("bad_record", f"{lwhere}", f"undecodable sample: {e}")
+            continue
+        reason = region_problem(region)
+        if reason:
+            skips.bad("bad_record", rwhere, reason)
+            continue
+        reason = labels_problem(labels) or (
+            f"image_id {labels.image_id!r} differs from the region shard's {region.image_id!r}"
+            if labels.image_id != region.image_id
+            else f"labels have {labels.num_boxes} regions, the region shard {region.num_boxes}"
+            if labels.num_boxes != region.num_boxes
+            else None
+        )
+        if reason:
+            skips.bad("bad_record", lwhere, reason)
+            continue
+        yield {"__key__": key, "region": region, "labels": labels}
+
+
+def to_examples(src: Iterable[dict], max_regions: int, skips: SkipCounter) -> Iterator[dict]:
+    """One example per (image, caption): the caption's phrase rows of the label matrices."""
+    for item in src:
+        region, labels = item["region"], item["labels"]
+        if not labels.captions:
+            skips.note("images_without_captions")
+            continue
+        n = min(region.num_boxes, max_regions)
+        wh = np.array([region.image_w, region.image_h] * 2, dtype=np.float32)
+        image = {
+            "feat": region.features[:n],  # float16 as stored: half the bytes from worker to trainer
+            "boxes": np.clip(region.boxes[:n] / wh, 0.0, 1.0),  # xyxy relative to the image
+            "cls": None if region.cls_prob is None else region.cls_prob[:n].astype(np.float32),
+            "image_id": region.image_id,
+        }
+        row = 0
+        for cap in labels.captions:
+            k = len(cap["phrases"])
+            rows = slice(row, row + k)
+            row += k
+            yield {
+                "uid": f"{item['__key__']}/{cap['caption_id']}",
+                **image,
+                "text": cap["text"],
+                "spans": [(p["start"], p["end"]) for p in cap["phrases"]],
+                "align": labels.align[rows, :n],
+                "iou": labels.iou[rows, :n],
+                "score": labels.score[rows, :n],
+            }
+
+
+def tokenize(src: Iterable[dict], tokenizer, max_len: int, skips: SkipCounter) -> Iterator[dict]:
+    """WordPiece ids and token spans; phrases truncated away are dropped (and counted)."""
+    for ex in src:
+        ids, tspans = tokenize_with_spans(tokenizer, ex["text"], ex["spans"], max_len)
+        keep = [i for i, s in enumerate(tspans) if s is not None]
+        if len(keep) < len(tspans):
+            skips.note("phrases_truncated", len(tspans) - len(keep))
+        yield {
+            **ex,
+            "input_ids": ids,
+            "phrase_spans": np.array([tspans[i] for i in keep], dtype=np.int64).reshape(-1, 2),
+            "align": ex["align"][keep],
+            "iou": ex["iou"][keep],
+            "score": ex["score"][keep],
+        }
+
+
+_TEXT_FIELDS = ("text", "spans", "input_ids", "phrase_spans", "align", "iou", "score")
+
+
+def itm_negatives(src: Iterable[dict], buffer_size: int, neg_prob: float, seed: int, epoch: int) -> Iterator[dict]:
+    """Shuffle through a buffer; for ``neg_prob`` of the examples swap in another image's caption.
+
+    A swapped example is an image-text-matching negative (``itm = 0``) and carries no MLM, region
+    or grounding targets, as in ViLBERT: its phrases describe a different image.
+    """
+    rank, _, worker, _ = wds.utils.pytorch_worker_info()
+    rng = np.random.default_rng([seed, epoch, rank, worker, 0x17])
+    buf: list[dict] = []
+
+    def emit(ex: dict) -> dict:
+        others = [o for o in buf if o["image_id"] != ex["image_id"]]
+        if others and rng.random() < neg_prob:
+            other = others[rng.integers(len(others))]
+            return {**ex, **{f: other[f] for f in _TEXT_FIELDS}, "uid": f"{ex['uid']}|neg|{other['uid']}", "itm": 0.0}
+        return {**ex, "itm": 1.0}
+
+    for ex in src:
+        if len(buf) < buffer_size:
+            buf.append(ex)
+            continue
+        i = int(rng.integers(len(buf)))
+        out, buf[i] = buf[i], ex
+        yield emit(out)
+    while buf:
+        out = buf.pop(int(rng.integers(len(buf))))
+        yield emit(out)
+
+
+def mask_text(src: Iterable[dict], prob: float, mask_id: int, vocab_size: int, special_ids: set[int], seed: int, epoch: int) -> Iterator[dict]:
+    for ex in src:
+        if ex["itm"] == 0.0:
+            ids, labels = ex["input_ids"], np.full_like(ex["input_ids"], IGNORE)
+        else:
+            rng = example_rng(seed, epoch, ex["uid"], "mlm")
+            ids, labels = mask_tokens(ex["input_ids"], rng, prob, mask_id, vocab_size, special_ids)
+        yield {**ex, "input_ids": ids, "mlm_labels": labels}
+
+
+def mask_regions(src: Iterable[dict], prob: float, seed: int, epoch: int) -> Iterator[dict]:
+    """Zero the features of masked regions; only images with a class distribution get masked."""
+    for ex in src:
+        n = ex["feat"].shape[0]
+        if ex["itm"] == 0.0 or ex["cls"] is None:
+            masked = np.zeros(n, dtype=bool)
+        else:
+            masked = pick_masked_regions(n, example_rng(seed, epoch, ex["uid"], "mrc"), prob)
+        feat = ex["feat"]
+        if masked.any():
+            feat = feat.copy()
+            feat[masked] = 0.0
+        yield {**ex, "feat": feat, "region_masked": masked}
+
+
+def sample_pairs(src: Iterable[dict], cfg: SamplerConfig, seed: int, epoch: int) -> Iterator[dict]:
+    for ex in src:
+        if ex["itm"] == 0.0:
+            pairs = sample_example_pairs(ex["align"][:0], ex["iou"][:0], ex["score"][:0], cfg, np.random.default_rng(0))
+        else:
+            pairs = sample_example_pairs(ex["align"], ex["iou"], ex["score"], cfg, example_rng(seed, epoch, ex["uid"], "pairs"))
+        yield {**ex, "pairs": pairs}
+
+
+def collate(examples: list[dict]) -> dict[str, Any]:
+    """Pad to the longest text, the most regions and the most pairs in the batch; masks say what is real."""
+    b = len(examples)
+    t = max(ex["input_ids"].size for ex in examples)
+    r = max(ex["feat"].shape[0] for ex in examples)
+    dims = {ex["feat"].shape[1] for ex in examples}
+    if len(dims) > 1:
+        raise DataError(f"feature widths differ within a batch: {sorted(dims)} (examples {[ex['uid'] for ex in examples]})")
+    d = dims.pop()
+    c = max((ex["cls"].shape[1] for ex in examples if ex["cls"] is not None), default=1)
+    k = max(1, max(len(ex["pairs"]) for ex in examples))
+
+    out = {
+        "input_ids": torch.zeros(b, t, dtype=torch.long),
+        "text_mask": torch.zeros(b, t, dtype=torch.bool),
+        "mlm_labels": torch.full((b, t), IGNORE, dtype=torch.long),
+        "feat": torch.zeros(b, r, d, dtype=torch.float16),
+        "boxes": torch.zeros(b, r, 4),
+        "region_mask": torch.zeros(b, r, dtype=torch.bool),
+        "region_masked": torch.zeros(b, r, dtype=torch.bool),  # region-classification targets
+        "cls_target": torch.zeros(b, r, c),
+        "itm_label": torch.tensor([ex["itm"] for ex in examples], dtype=torch.float32),
+        "pair_region": torch.zeros(b, k, dtype=torch.long),
+        "pair_start": torch.zeros(b, k, dtype=torch.long),
+        "pair_end": torch.ones(b, k, dtype=torch.long),  # padding pairs span token 0 (masked out)
+        "pair_target": torch.zeros(b, k),
+        "pair_mask": torch.zeros(b, k, dtype=torch.bool),
+    }
+    for i, ex in enumerate(examples):
+        n, nr, np_ = ex["input_ids"].size, ex["feat"].shape[0], len(ex["pairs"])
+        out["input_ids"][i, :n] = torch.from_numpy(ex["input_ids"])
+        out["text_mask"][i, :n] = True
+        out["mlm_labels"][i, :n] = torch.from_numpy(ex["mlm_labels"])
+        out["feat"][i, :nr] = torch.from_numpy(ex["feat"])
+        out["boxes"][i, :nr] = torch.from_numpy(ex["boxes"])
+        out["region_mask"][i, :nr] = True
+        if ex["cls"] is not None:
+            if ex["cls"].shape[1] != c:
+                raise DataError(f"{ex['uid']}: class distribution has {ex['cls'].shape[1]} classes, others in the batch {c}")
+            out["region_masked"][i, :nr] = torch.from_numpy(ex["region_masked"])
+            out["cls_target"][i, :nr] = torch.from_numpy(ex["cls"])
+        if np_:
+            p = ex["pairs"]
+            spans = ex["phrase_spans"][p.phrase]
+            out["pair_region"][i, :np_] = torch.from_numpy(p.region)
+            out["pair_start"][i, :np_] = torch.from_numpy(spans[:, 0])
+            out["pair_end"][i, :np_] = torch.from_numpy(spans[:, 1])
+            out["pair_target"][i, :np_] = torch.from_numpy(p.target)
+            out["pair_mask"][i, :np_] = True
+    out["uids"] = [ex["uid"] for ex in examples]
+    return out
+
+
+def batched(src: Iterable[dict], batch_size: int, skips: SkipCounter) -> Iterator[dict]:
+    """Collate ``batch_size`` examples at a time (the last batch may be short).
+
+    Each batch carries the skip counts since the previous one; counts arising after the last
+    example leave in a final empty batch (``n == 0``) so none are lost.
+    """
+    for chunk in iter(functools.partial(_take, iter(src), batch_size), []):
+        yield {**collate(chunk), "n": len(chunk), "skips": skips.take()}
+    rest = skips.take()
+    if rest:
+        yield {"n": 0, "skips": rest}
+
+
+def _take(it: Iterator, n: int) -> list:
+    return list(itertools.islice(it, n))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def sampler_config(cfg: TrainConfig) -> SamplerConfig:
+    return SamplerConfig(
+        unmatched_phrase_share=cfg.unmatched_phrase_share,
+        max_pos_per_phrase=cfg.max_pos_per_phrase,
+        max_neg_per_phrase=cfg.max_neg_per_phrase,
+        neg_per_pos=cfg.neg_per_pos,
+        hard_negatives=cfg.hard_negatives,
+        hard_negative_share=cfg.hard_negative_share,
+        iou_threshold=cfg.iou_threshold,
+        soft_targets=cfg.soft_targets,
+    )
+
+
+def make_dataset(cfg: TrainConfig, tokenizer, epoch: int) -> wds.DataPipeline:
+    """The whole chain for one epoch (rank and worker come from torch.distributed / the DataLoader)."""
+    skips = SkipCounter(cfg.bad_input)
+    special = set(tokenizer.all_special_ids)
+    return wds.DataPipeline(
+        wds.SimpleShardList(epoch_shards(region_shards(cfg.regions), cfg.seed, epoch)),
+        wds.split_by_node,
+        wds.split_by_worker,
+        functools.partial(zip_label_shards, labels_dir=str(shard_dir(cfg.labels, LABEL_PREFIX)), skips=skips),
+        functools.partial(decode_pairs, skips=skips),
+        functools.partial(to_examples, max_regions=cfg.max_regions, skips=skips),
+        functools.partial(tokenize, tokenizer=tokenizer, max_len=cfg.max_text_len, skips=skips),
+        functools.partial(itm_negatives, buffer_size=cfg.shuffle_buffer, neg_prob=cfg.itm_neg_prob, seed=cfg.seed, epoch=epoch),
+        functools.partial(
+            mask_text, prob=cfg.mlm_prob, mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+            special_ids=special, seed=cfg.seed, epoch=epoch,
+        ),
+        functools.partial(mask_regions, prob=cfg.region_mask_prob, seed=cfg.seed, epoch=epoch),
+        functools.partial(sample_pairs, cfg=sampler_config(cfg), seed=cfg.seed, epoch=epoch),
+        functools.partial(batched, batch_size=cfg.batch_size, skips=skips),
+    )
+
+
+def make_loader(cfg: TrainConfig, tokenizer, epoch: int) -> torch.utils.data.DataLoader:
+    """Batches come out of the workers already collated (``batch_size=None``), in a fixed worker order."""
+    ds = make_dataset(cfg, tokenizer, epoch)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=cfg.num_workers, persistent_workers=False,
+        prefetch_factor=4 if cfg.num_workers > 0 else None,
+    )

@@ -1,0 +1,71 @@
+"""Pre-training model = encoder (single- or dual-stream) + the four heads.
+
+``PretrainModel.forward(batch)`` returns the logits the losses need; it is the one place to read
+what each head sees.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.config import TrainConfig
+from trainer.masking import IGNORE
+from trainer.models.dual_stream import DualStreamEncoder
+from trainer.models.heads import GroundingHead, ITMHead, MLMHead, RegionClassHead
+from trainer.models.single_stream import SingleStreamEncoder
+from trainer.text import local_bert_dir
+
+
+class PretrainModel(nn.Module):
+    def __init__(self, encoder: nn.Module, num_classes: int, phrase_repr: str = "lstm"):
+        super().__init__()
+        self.encoder = encoder
+        t, v = encoder.text_dim, encoder.visual_dim
+        self.mlm = MLMHead(encoder.bert.embeddings.word_embeddings)
+        self.region_cls = RegionClassHead(v, num_classes)
+        self.itm = ITMHead(t, v, max(t, v))
+        self.grounding = GroundingHead(t, v, min(t, v), phrase_repr)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        enc = self.encoder(batch["input_ids"], batch["text_mask"], batch["feat"], batch["boxes"], batch["region_mask"])
+        masked_tokens = batch["mlm_labels"] != IGNORE  # [B, T]
+        return {
+            "mlm_logits": self.mlm(enc.text[masked_tokens]),  # [M, V], M = masked tokens in the batch
+            "region_logits": self.region_cls(enc.regions[batch["region_masked"]]),  # [Rm, C]
+            "itm_logit": self.itm(enc.text[:, 0], enc.image),  # [B]
+            "gnd_logit": self.grounding(  # [B, K]
+                enc.text, enc.regions, batch["pair_start"], batch["pair_end"], batch["pair_region"]
+            ),
+        }
+
+
+def build_text_encoder(cfg: TrainConfig, vocab_size: int) -> nn.Module:
+    """A transformers ``BertModel`` (sdpa attention): random init, or from a local checkpoint dir."""
+    from transformers import BertConfig, BertModel
+
+    if cfg.text_init == "random":
+        bert_cfg = BertConfig(
+            vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+            hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+        )
+        bert_cfg._attn_implementation = "sdpa"  # bool masks, as the visual layers use
+        return BertModel(bert_cfg, add_pooling_layer=False)
+    bert = BertModel.from_pretrained(
+        local_bert_dir(cfg.text_init), local_files_only=True, add_pooling_layer=False, attn_implementation="sdpa",
+        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+    )
+    if bert.config.vocab_size < vocab_size:
+        raise ValueError(f"{cfg.text_init}: vocabulary of {bert.config.vocab_size} is smaller than the tokenizer's {vocab_size}")
+    return bert
+
+
+def build_model(cfg: TrainConfig, feat_dim: int, num_classes: int, vocab_size: int) -> PretrainModel:
+    bert = build_text_encoder(cfg, vocab_size)
+    if cfg.model == "single":
+        encoder = SingleStreamEncoder(bert, feat_dim, cfg.location, cfg.dropout)
+    else:
+        encoder = DualStreamEncoder(
+            bert, feat_dim, cfg.v_hidden_size, cfg.v_layers, cfg.co_layers, cfg.num_heads, cfg.location, cfg.dropout
+        )
+    return PretrainModel(encoder, num_classes, cfg.phrase_repr)

