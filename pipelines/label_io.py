@@ -1,0 +1,193 @@
+"""Beam sources and sinks shared by the label stages: region shards in, Parquet shards, dead letters and
+count summaries out. Every sink sorts before writing, so outputs do not depend on worker count."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import remote_io
+from pipelines.captions import read_captions
+from schemas.manifest import DEAD_LETTER_NAME
+from schemas.shards import REGION_PREFIX, iter_regions, shard_index
+
+COUNTS_NAME = "_COUNTS.json"
+STATS_NAME = "_STATS.json"
+
+
+@dataclass
+class RegionInfo:
+    """What the label stages need of a region sample (features stay in the region shard)."""
+
+    shard: int
+    key: str
+    image_id: str
+    image_w: int
+    image_h: int
+    boxes: np.ndarray  # float32 [N, 4]
+    classes: np.ndarray | None  # int [N]: argmax of cls_prob over non-background classes (1-based)
+    class_conf: np.ndarray | None = None  # float32 [N]: the detector's probability of that class
+
+
+def region_shards(directory: str | os.PathLike) -> list[tuple[int, str]]:
+    """``[(shard index, path)]`` of a region shard directory; the index comes from the file name."""
+    out = []
+    for p in remote_io.glob(remote_io.join(directory, f"{REGION_PREFIX}-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
+        out.append((int(re.search(r"-(\d{6})\.tar$", p).group(1)), p))
+    if not out:
+        raise FileNotFoundError(f"{directory}: no {REGION_PREFIX}-NNNNNN.tar shards")
+    return out
+
+
+def read_region_shard(item: tuple[int, str]):
+    index, path = item
+    with remote_io.local_copy(path) as local:  # a remote shard is fetched whole, then streamed
+        yield from _region_infos(index, iter_regions(local))
+
+
+def _region_infos(index: int, records):
+    for key, rec in records:
+        classes = conf = None
+        if rec.cls_prob is not None and rec.cls_prob.shape[1] > 1:
+            prob = rec.cls_prob.astype(np.float32)
+            classes = np.argmax(prob[:, 1:], axis=1) + 1  # class 0 is background
+            conf = prob[np.arange(len(classes)), classes]
+        yield rec.image_id, RegionInfo(index, key, rec.image_id, rec.image_w, rec.image_h, rec.boxes.astype(np.float32), classes, conf)
+
+
+class ReadRegions(beam.PTransform):
+    """Region shard directory → ``(image_id, RegionInfo)``, one shard per work item."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.shards = region_shards(directory)
+
+    def expand(self, p):
+        return p | "Shards" >> beam.Create(self.shards) | "Spread" >> beam.Reshuffle() | "Read" >> beam.FlatMap(read_region_shard)
+
+
+class ReadCaptions(beam.PTransform):
+    """Captions TSV → ``Caption`` (main) and dead letters (``dead``).
+
+    The file is read in order by one worker (caption ids count rows per image in file order), then
+    spread across workers.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, p):
+        def split(item):
+            tag, value = item
+            yield value if tag == "caption" else beam.pvalue.TaggedOutput("dead", value)
+
+        rows = p | "File" >> beam.Create([self.path]) | "Rows" >> beam.FlatMap(read_captions)
+        parts = rows | "Split" >> beam.FlatMap(split).with_outputs("dead", main="captions")
+        return {"captions": parts.captions | "Spread" >> beam.Reshuffle(), "dead": parts.dead}
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    remote_io.write_bytes(path, data)
+
+
+class WriteParquetShards(beam.PTransform):
+    """Records → ``<dir>/<prefix>-NNNNNN.parquet``, image-hashed into ``num_shards`` files, rows sorted by id."""
+
+    def __init__(self, directory: str, prefix: str, schema: pa.Schema, to_row: Callable[[Any], dict], num_shards: int):
+        super().__init__()
+        self.directory, self.prefix, self.schema, self.to_row, self.num_shards = directory, prefix, schema, to_row, num_shards
+
+    def expand(self, records):
+        n, to_row = self.num_shards, self.to_row
+
+        def write(item):
+            index, rows = item
+            rows = sorted((to_row(r) for r in rows), key=lambda r: r["caption_id"])
+            table = pa.Table.from_pylist(rows, schema=self.schema)
+            buf = pa.BufferOutputStream()
+            pq.write_table(table, buf)
+            remote_io.write_bytes(remote_io.join(self.directory, f"{self.prefix}-{index:06d}.parquet"), buf.getvalue().to_pybytes())
+            return len(rows)
+
+        return (
+            records
+            | "ByShard" >> beam.Map(lambda r: (shard_index(r.image_id, n), r))
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.Map(write)
+        )
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Dead-letter dicts → ``<dir>/_DEAD_LETTER.jsonl``, sorted by (record id, reason)."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.path = remote_io.join(directory, DEAD_LETTER_NAME)
+
+    def expand(self, dead):
+        path = self.path
+
+        def write(items):
+            items = sorted(items, key=lambda d: (d["record_id"], d["stage"], d["reason"]))
+            _atomic_write_bytes(path, "".join(json.dumps(d, sort_keys=True) + "\n" for d in items).encode("utf-8"))
+            return len(items)
+
+        return dead | "All" >> beam.combiners.ToList() | "Write" >> beam.Map(write)
+
+
+class WriteCounts(beam.PTransform):
+    """``{name: PCollection}`` → ``<dir>/_COUNTS.json`` with the element count of each (0 when empty)."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.path = remote_io.join(directory, COUNTS_NAME)
+
+    def expand(self, pcolls: dict):
+        path = self.path
+        counted = [
+            pc | f"Count_{name}" >> beam.combiners.Count.Globally() | f"Name_{name}" >> beam.Map(lambda c, name=name: (name, c))
+            for name, pc in sorted(pcolls.items())
+        ]
+
+        def write(pairs):
+            _atomic_write_bytes(path, (json.dumps(dict(sorted(pairs)), indent=2) + "\n").encode("utf-8"))
+
+        return counted | "Flatten" >> beam.Flatten() | "All" >> beam.combiners.ToList() | "Write" >> beam.Map(write)
+
+
+class SumStats(beam.CombineFn):
+    """Sum nested dicts of numbers (counters and histograms)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, stats):
+        return merge_stats(acc, stats)
+
+    def merge_accumulators(self, accs):
+        out: dict = {}
+        for a in accs:
+            out = merge_stats(out, a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def merge_stats(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge_stats(out.get(k, {}), v) if isinstance(v, dict) else out.get(k, 0) + v
+    return out
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    _atomic_write_bytes(str(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))

@@ -1,0 +1,118 @@
+"""File access that works on local paths and on any Beam filesystem (``gs://``, ``s3://``, ``hdfs://``).
+
+Local paths keep POSIX semantics (atomic temp + rename); remote paths go through
+``apache_beam.io.filesystems.FileSystems``, where an object becomes visible only once its writer
+closes it, which gives the same "never half a file" guarantee. Everything the label stages read or
+write goes through here, so one pipeline runs on a laptop and on Dataflow/Flink workers.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import io
+import os
+import posixpath
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from apache_beam.io.filesystems import FileSystems
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    return posixpath.join(str(base), *parts) if is_remote(base) else os.path.join(str(base), *parts)
+
+
+def dirname(path: str | os.PathLike) -> str:
+    return posixpath.dirname(str(path)) if is_remote(path) else str(Path(path).resolve().parent)
+
+
+def exists(path: str | os.PathLike) -> bool:
+    return FileSystems.exists(str(path)) if is_remote(path) else os.path.exists(path)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    if not is_remote(path):
+        return Path(path).read_bytes()
+    with FileSystems.open(str(path)) as f:
+        return f.read()
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+@contextlib.contextmanager
+def open_text(path: str | os.PathLike) -> Iterator[io.TextIOBase]:
+    """Stream a text file line by line (no trailing-newline translation)."""
+    if not is_remote(path):
+        with open(path, encoding="utf-8", newline="") as f:
+            yield f
+    else:
+        with FileSystems.open(str(path)) as raw:
+            yield io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted paths matching a shell pattern in its last component."""
+    if not is_remote(pattern):
+        return sorted(str(p) for p in Path(os.path.dirname(pattern) or ".").glob(os.path.basename(pattern)))
+    result = FileSystems.match([pattern])[0]
+    name = posixpath.basename(pattern)
+    return sorted(m.path for m in result.metadata_list if fnmatch.fnmatch(posixpath.basename(m.path), name))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Publish ``data`` at ``path`` all at once (readers never see a partial file)."""
+    if is_remote(path):
+        with FileSystems.create(str(path)) as f:
+            f.write(data)
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+
+
+@contextlib.contextmanager
+def local_copy(path: str | os.PathLike) -> Iterator[str]:
+    """A local path with the file's content: the file itself, or a temporary download of a remote one."""
+    if not is_remote(path):
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="ssga-") as d:
+        local = os.path.join(d, posixpath.basename(str(path)))
+        with FileSystems.open(str(path)) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        yield local
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    if is_remote(path):
+        matches = FileSystems.match([join(path, "**")])[0].metadata_list
+        if matches:
+            FileSystems.delete([m.path for m in matches])
+    elif os.path.exists(path):
+        shutil.rmtree(path)
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """Same value as ``schemas.manifest.files_digest([path])`` for one file, for local or remote paths."""
+    h = hashlib.sha256()
+    h.update(posixpath.basename(str(path)).encode("utf-8") + b"\0")
+    if is_remote(path):
+        with FileSystems.open(str(path)) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]

@@ -1,0 +1,59 @@
+"""Ground-truth teacher: the Flickr30k Entities boxes of each phrase, with score 1.
+
+A phrase takes the boxes of every markup entity its span overlaps. Captions whose text differs from
+the Flickr30k sentence get no boxes (the labels then say "no teacher box", not "negative").
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pipelines.flickr30k import Flickr30kGroundTruth
+from pipelines.teachers.base import Teacher, TeacherInput, param
+from schemas.manifest import files_digest, fingerprint
+from schemas.records import TeacherBox
+
+
+def caption_index(caption_id: str) -> int:
+    k = caption_id.rpartition("#")[2]
+    if not k.isdigit():
+        raise ValueError(f"caption_id {caption_id!r} is not '<image_id>#<k>', cannot find its Flickr30k sentence")
+    return int(k)
+
+
+class GroundTruthTeacher(Teacher):
+    """Shared by the oracle and the simulated teacher: reads GT boxes per caption phrase."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.root = param(self.params, "flickr30k", str, required=True)
+        self.gt = Flickr30kGroundTruth(self.root)
+        self._image = lru_cache(maxsize=256)(self.gt.image)
+
+    def weights_digest(self) -> str:
+        # The ground truth is this teacher's "weights": label edits must change the fingerprint.
+        from pipelines import remote_io
+
+        if not remote_io.is_remote(self.root):
+            from pathlib import Path
+
+            return files_digest(sorted(Path(self.root).glob("Sentences/*.txt")) + sorted(Path(self.root).glob("Annotations/*.xml")))
+        files = remote_io.glob(remote_io.join(self.root, "Sentences", "*.txt")) + remote_io.glob(remote_io.join(self.root, "Annotations", "*.xml"))
+        return fingerprint([remote_io.content_digest(f) for f in files])
+
+    def gt_boxes(self, x: TeacherInput):
+        sentences, boxes = self._image(x.image_id)
+        return self.gt.phrase_boxes(x.caption, caption_index(x.caption_id), [(p.start, p.end) for p in x.phrases], sentences, boxes)
+
+
+class OracleTeacher(GroundTruthTeacher):
+    name = "oracle"
+
+    def predict(self, batch: list[TeacherInput]) -> list[list[TeacherBox]]:
+        out = []
+        for x in batch:
+            boxes = []
+            for i, gt in enumerate(self.gt_boxes(x)):
+                if gt is not None:
+                    boxes += [TeacherBox(i, tuple(map(float, b)), 1.0) for b in gt]
+            out.append(boxes)
+        return out
