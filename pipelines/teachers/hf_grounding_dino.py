@@ -8,18 +8,9 @@ would change the numbers, and the labels must not depend on how Beam batched the
 """
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
-
-import numpy as np
-
-from pipelines import remote_io
-from pipelines.teachers.base import Teacher, TeacherInput, param
-from schemas.manifest import files_digest
+from pipelines.teachers.base import TeacherInput
+from pipelines.teachers.hf_common import HFDetectorTeacher
 from schemas.records import TeacherBox
-
-MODEL_FILES = ("model.safetensors", "config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 
 
 def prompt_of(phrases: list[str]) -> str:
@@ -27,52 +18,20 @@ def prompt_of(phrases: list[str]) -> str:
     return " ".join(p.lower().replace(".", " ").replace("?", " ").strip() + "." for p in phrases)
 
 
-def model_digest(model_dir: str | Path) -> str:
-    files = [Path(model_dir) / f for f in MODEL_FILES]
-    files = [f for f in files if f.exists()]
-    if not any(f.name == "model.safetensors" for f in files):
-        raise FileNotFoundError(f"{model_dir}: no model.safetensors (only safetensors weights are loaded)")
-    return files_digest(files)
-
-
-class GroundingDinoTeacher(Teacher):
+class GroundingDinoTeacher(HFDetectorTeacher):
     name = "grounding_dino"
+    default_box_threshold = 0.3
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.model_dir = param(self.params, "model_dir", str, required=True)
-        self.box_threshold = param(self.params, "box_threshold", float, 0.3)
-        self.top_k = param(self.params, "top_k", int, 3)
-        self.threads = param(self.params, "torch_threads", int, 1)
-        self.params = {k: v for k, v in self.params.items() if k != "model_dir"}  # fingerprint: what, not where
-        self.params.update(box_threshold=self.box_threshold, top_k=self.top_k)
-        self.model = None
+    def model_class(self):
+        from transformers import GroundingDinoForObjectDetection
 
-    def weights_digest(self) -> str:
-        return model_digest(self.model_dir)
-
-    def load(self) -> "GroundingDinoTeacher":
-        import torch
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        torch.set_num_threads(self.threads)  # one worker per core; also keeps reductions reproducible
-        self.torch = torch
-        self.processor = AutoProcessor.from_pretrained(self.model_dir, local_files_only=True)
-        self.model = GroundingDinoForObjectDetection.from_pretrained(self.model_dir, local_files_only=True, use_safetensors=True).eval()
-        return self
+        return GroundingDinoForObjectDetection
 
     def predict_one(self, x: TeacherInput) -> list[TeacherBox]:
-        from PIL import Image
         from transformers.models.grounding_dino.modeling_grounding_dino import build_label_maps
 
         torch = self.torch
-        if not x.phrases:
-            return []
-        if not x.image_path or not remote_io.exists(x.image_path):
-            raise FileNotFoundError(f"image {x.image_id}: no image file at {x.image_path!r}")
-        with Image.open(io.BytesIO(remote_io.read_bytes(x.image_path))) as im:
-            image = im.convert("RGB")
+        image = self.read_image(x)
         max_len = self.model.config.max_text_len
         inputs = self.processor(images=image, text=prompt_of([p.text for p in x.phrases]), return_tensors="pt", truncation=True, max_length=max_len)
         with torch.inference_mode():
@@ -87,18 +46,4 @@ class GroundingDinoTeacher(Teacher):
         W, H = float(x.image_w), float(x.image_h)  # region frame: the boxes are matched against the detector's
         boxes = torch.stack([(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H], dim=-1)
         boxes = torch.stack([boxes[:, 0].clamp(0, W), boxes[:, 1].clamp(0, H), boxes[:, 2].clamp(0, W), boxes[:, 3].clamp(0, H)], -1).numpy()
-        scores = per_phrase.numpy()
-        result = []
-        for p in range(scores.shape[1]):
-            order = np.argsort(-scores[:, p], kind="stable")
-            kept = [q for q in order[: self.top_k or None] if scores[q, p] >= self.box_threshold]
-            for q in kept:
-                b = boxes[q]
-                if b[2] - b[0] > 0 and b[3] - b[1] > 0:
-                    result.append(TeacherBox(p, tuple(float(v) for v in b), float(scores[q, p])))
-        return result
-
-    def predict(self, batch: list[TeacherInput]) -> list[list[TeacherBox]]:
-        if self.model is None:
-            self.load()
-        return [self.predict_one(x) for x in batch]
+        return self.top_boxes(per_phrase.numpy(), boxes)
