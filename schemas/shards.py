@@ -72,10 +72,45 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_HEADER = re.compile(
+    r"^\{'descr': '(?P<descr>[<>|=]?[biuf][1248])', 'fortran_order': (?P<fortran>True|False), "
+    r"'shape': \((?P<shape>(?:\d+, ?)*\d*)\), \}\s*$"
+)
+
+
 def load_npy(data: bytes, where: str = "") -> np.ndarray:
+    """Decode an ``.npy`` member holding a plain numeric array (bool/int/uint/float): nothing else.
+
+    The header is parsed with a strict pattern instead of ``np.load``: object and structured dtypes
+    (the pickle route) cannot even be expressed, and no ``ast.literal_eval`` runs — CPython 3.11's
+    AST validator keeps a process-wide depth counter that breaks in forked DataLoader workers
+    ("AST constructor recursion depth mismatch").
+    """
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as e:  # ValueError for object arrays, EOFError/other for truncation
+        if data[:6] != _NPY_MAGIC or len(data) < 10:
+            raise ValueError("no npy magic")
+        major = data[6]
+        if major == 1:
+            hlen, start = int.from_bytes(data[8:10], "little"), 10
+        elif major in (2, 3):
+            hlen, start = int.from_bytes(data[8:12], "little"), 12
+        else:
+            raise ValueError(f"npy format version {major} is unknown")
+        header = data[start : start + hlen].decode("latin1")
+        m = _NPY_HEADER.match(header)
+        if m is None:
+            raise ValueError(f"header {header.strip()!r} is not a plain numeric array (object arrays need pickle)")
+        dtype = np.dtype(m["descr"])
+        shape = tuple(int(x) for x in m["shape"].replace(" ", "").split(",") if x)
+        count = int(np.prod(shape, dtype=np.int64))
+        body = data[start + hlen :]
+        if len(body) != count * dtype.itemsize:
+            raise ValueError(f"{len(body)} data bytes for shape {shape} of {dtype} (truncated?)")
+        arr = np.frombuffer(body, dtype=dtype, count=count)
+        order = "F" if m["fortran"] == "True" else "C"
+        return arr.reshape(shape, order=order).copy()  # copy: writable, owns its memory
+    except Exception as e:
         raise ShardError(f"{where}: not a plain (pickle-free) npy array: {e}") from e
 
 

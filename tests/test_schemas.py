@@ -194,3 +194,26 @@ def test_arrow_rows_round_trip():
     tr = TeacherRecord("c", "i", "fp", 1, [TeacherBox(0, (1.0, 2.0, 3.0, 4.0), 0.5)])
     t = pa.Table.from_pylist([A.teacher_to_row(tr)], schema=A.TEACHER_SCHEMA)
     assert A.teacher_from_row(t.to_pylist()[0]) == tr
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros((0, 4), np.float32), np.arange(12, dtype=np.float16).reshape(3, 4), np.array(5, np.int64),
+     np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.array([True, False]), np.zeros((2, 3), ">f4")],
+)
+def test_load_npy_reads_what_numpy_writes(array):
+    buf = io.BytesIO(); np.save(buf, array)
+    got = S.load_npy(buf.getvalue())
+    assert got.dtype == array.dtype and got.shape == array.shape and np.array_equal(got, array)
+    assert got.flags.writeable
+
+
+def test_load_npy_refuses_structured_and_truncated():
+    buf = io.BytesIO(); np.save(buf, np.zeros(3, dtype=[("a", "<f4")]))
+    with pytest.raises(S.ShardError, match="plain numeric"):
+        S.load_npy(buf.getvalue(), "x.npy")
+    good = S.npy_bytes(np.ones((4, 4), np.float32))
+    with pytest.raises(S.ShardError, match="truncated"):
+        S.load_npy(good[:-3], "x.npy")
+    with pytest.raises(S.ShardError, match="magic"):
+        S.load_npy(b"PK\x03\x04" + good, "x.npy")
