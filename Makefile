@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install test sample regions labels pretrain demo bench clean
+.PHONY: help install test sample regions labels pretrain demo gallery bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -29,19 +29,31 @@ test: $(STAMP)  ## install, then run the whole test suite
 sample: $(STAMP)  ## generate the synthetic grounded corpus into $(DATA)/sample (SIZE=, SEED=)
 	$(PY) -m pipelines.synthetic --out $(DATA)/sample --num-images $${SIZE:-200} --seed $${SEED:-0}
 
-regions: $(STAMP)  ## ingest detector regions (the sample's .npz form, with cls_prob) into region shards in $(DATA)/regions
-	$(PY) -m pipelines.regions --npz-dir $(DATA)/sample/regions_npz --out $(DATA)/regions --num-shards 4
+DAG := $(PY) -m pipelines.dag
 
-labels: $(STAMP)  ## pseudo labels: phrases -> teacher -> IoU match -> label shards in $(DATA)/labels (TEACHER=, WORKERS=)
-	$(PY) -m pipelines.label_pipeline --captions $(DATA)/sample/captions.tsv --regions $(DATA)/regions --out $(DATA)/labels \
-		--teacher $${TEACHER:-tag_similarity} --objects-vocab $(DATA)/sample/objects_vocab.txt --flickr30k $(DATA)/sample/flickr30k \
+regions: $(STAMP)  ## ingest detector regions (the sample's .npz form, with cls_prob) into $(DATA)/regions/<fingerprint> (skipped when complete)
+	$(DAG) regions --data $(DATA)
+TEACHER_FLAGS = --teacher $${TEACHER:-tag_similarity} $(foreach a,$(TEACHER_ARGS),--teacher-arg $(a))
+
+labels: $(STAMP)  ## label DAG on $(DATA)/sample: regions -> phrases -> teacher -> labels, complete stages skipped (TEACHER=, TEACHER_ARGS="k=v ..", WORKERS=, BEAM="--runner=...")
+	$(DAG) labels --data $(DATA) $(TEACHER_FLAGS) \
+		$${BEAM:---runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$${WORKERS:-$$(nproc)}}
+
+pretrain: $(STAMP)  ## labels (skipped when complete), then pre-train on the current shards into $(DATA)/pretrain/<fp> (STEPS=, NPROC=n for torchrun DDP, ARGS="--batch-size 32 ...")
+	$(DAG) pretrain --data $(DATA) $(TEACHER_FLAGS) --steps $${STEPS:-500} --nproc $${NPROC:-1} \
+		$(foreach a,$(ARGS),--train-arg=$(a)) \
+		$${BEAM:---runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$${WORKERS:-$$(nproc)}}
+
+demo: $(STAMP)  ## sample corpus (200 images) -> label DAG -> a few minutes of CPU pre-training -> summary + gallery in $(DATA)/gallery
+	$(DAG) demo --data $(DATA) --num-images $${SIZE:-200} --steps $${STEPS:-600} $(TEACHER_FLAGS) \
 		--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$${WORKERS:-$$(nproc)}
 
-pretrain: $(STAMP)  ## pre-train on $(DATA)/regions + $(DATA)/labels (CPU; NPROC=n for torchrun DDP; ARGS="--steps 500 --text-init minilm")
-	@if [ -n "$${NPROC}" ]; then \
-	  $(VENV)/bin/torchrun --standalone --nproc_per_node $${NPROC} -m trainer.train --regions $(DATA)/regions --labels $(DATA)/labels --out runs/pretrain $(ARGS); \
-	else \
-	  $(PY) -m trainer.train --regions $(DATA)/regions --labels $(DATA)/labels --out runs/pretrain $(ARGS); fi
+gallery: $(STAMP)  ## pseudo-label gallery (HTML + PNGs + loss curves) of the last DAG run in $(DATA)/gallery
+	$(PY) -m pipelines.gallery --data $(DATA)
+
+.PHONY: experiment
+experiment: $(STAMP)  ## data-efficiency grid: REC accuracy, grounding variants x pre-train/fine-tune data 1 and 1/8 (ARGS="--seeds 0,1,2")
+	$(PY) -m trainer.experiment --work runs/experiment $(ARGS)
 
 bench: $(STAMP)  ## run the benchmarks (figures printed and written to bench/results/)
 	$(PY) -m bench.run

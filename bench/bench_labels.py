@@ -103,7 +103,7 @@ def main() -> dict:
         floor = bare_loop(cfg("bare"), tmp / "bare")
         floor_s = time.perf_counter() - t0
 
-        wall = {}
+        wall, dirs = {}, {}
         t0 = time.perf_counter()
         run_labels(cfg("inproc"), ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
         wall_in_process = time.perf_counter() - t0
@@ -111,12 +111,11 @@ def main() -> dict:
             t0 = time.perf_counter()
             m = run_labels(cfg(f"beam{n}"), _workers(n))
             wall[n] = time.perf_counter() - t0
-        identical = all(
-            (tmp / "beam1" / "labels" / p.name).read_bytes() == p.read_bytes() for p in sorted((tmp / "beam2" / "labels").glob("labels-*.tar"))
-        )
-        bare_same = all(
-            (tmp / "bare" / p.name).read_bytes() == p.read_bytes() for p in sorted((tmp / "beam1" / "labels").glob("labels-*.tar"))
-        )
+            dirs[n] = Path(m["labels"]["dir"])  # OUT/labels/<fingerprint>
+        shards = sorted(dirs[2].glob("labels-*.tar"))
+        assert shards, f"{dirs[2]}: no label shards"
+        identical = all((dirs[1] / p.name).read_bytes() == p.read_bytes() for p in shards)
+        bare_same = all((tmp / "bare" / p.name).read_bytes() == p.read_bytes() for p in sorted(dirs[1].glob("labels-*.tar")))
 
     caps, phr = floor["num_captions"], floor["num_phrases"]
     per_stage = {

@@ -13,5 +13,5 @@ COPY schemas ./schemas
 COPY pipelines ./pipelines
 COPY trainer ./trainer
 RUN pip install --no-cache-dir . \
-    && python -c "import apache_beam, spacy, pipelines, schemas; print('ssga worker ok')"
+    && python -c "import apache_beam, spacy, pipelines, schemas; from pipelines.phrases import default_spacy_model as m; spacy.load(m()); print('ssga worker ok, spaCy', m())"
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

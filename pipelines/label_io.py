@@ -125,6 +125,29 @@ class WriteParquetShards(beam.PTransform):
         )
 
 
+def read_parquet_rows(path: str) -> list[dict]:
+    """All rows of one Parquet file (local or remote), as dicts."""
+    return pq.read_table(pa.BufferReader(remote_io.read_bytes(path))).to_pylist()
+
+
+class ReadParquetRecords(beam.PTransform):
+    """``<dir>/<prefix>-NNNNNN.parquet`` (written by :class:`WriteParquetShards`) → records, one file per work item."""
+
+    def __init__(self, directory: str, prefix: str, from_row: Callable[[dict], Any]):
+        super().__init__()
+        self.files = remote_io.glob(remote_io.join(directory, f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].parquet"))
+        self.from_row = from_row
+
+    def expand(self, p):
+        from_row = self.from_row
+        return (
+            p
+            | "Files" >> beam.Create(self.files)
+            | "Spread" >> beam.Reshuffle()
+            | "Rows" >> beam.FlatMap(lambda path: [from_row(r) for r in read_parquet_rows(path)])
+        )
+
+
 class WriteDeadLetters(beam.PTransform):
     """Dead-letter dicts → ``<dir>/_DEAD_LETTER.jsonl``, sorted by (record id, reason)."""
 

@@ -4,9 +4,15 @@
         --teacher tag_similarity --teacher-arg objects_vocab=DIR/objects_vocab.txt [--flickr30k DIR/flickr30k] \\
         [--iou-threshold 0.5] [--images DIR/images] [Beam options, e.g. --runner=DataflowRunner ...]
 
-Outputs, each stage in its own directory with ``_DEAD_LETTER.jsonl`` and ``_MANIFEST.json`` written last:
-``OUT/phrases/phrases-NNNNNN.parquet``, ``OUT/teacher/teacher-NNNNNN.parquet``,
-``OUT/labels/labels-NNNNNN.tar`` (paired with ``REGIONS/regions-NNNNNN.tar``).
+Outputs, each stage in a directory named by its fingerprint, with ``_DEAD_LETTER.jsonl`` and
+``_MANIFEST.json`` written last: ``OUT/phrases/<fp>/phrases-NNNNNN.parquet``,
+``OUT/teacher/<fp>/teacher-NNNNNN.parquet``, ``OUT/labels/<fp>/labels-NNNNNN.tar`` (paired with
+``REGIONS/regions-NNNNNN.tar``). After a successful run ``OUT/<stage>/CURRENT`` holds the current
+fingerprint of each stage (:func:`current_dir` resolves it).
+
+A stage whose fingerprint directory has a complete manifest is skipped: the pipeline reads its
+Parquet output instead of recomputing it (so a new teacher re-runs teacher → match → labels only).
+An incomplete directory (a run that died) is removed and redone.
 Without ``--runner`` it runs on the DirectRunner with one worker process per core.
 """
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pipelines.label_io import (
     COUNTS_NAME,
     STATS_NAME,
     ReadCaptions,
+    ReadParquetRecords,
     ReadRegions,
     SumStats,
     WriteCounts,
@@ -43,8 +50,8 @@ from pipelines.phrases import DEAD, ExtractPhrases, PhraseConfig
 from pipelines.quality import precision_recall
 from pipelines.teacher_stage import RunTeacher, TeacherModelHandler
 from pipelines.teachers import DEFAULT_TEACHER, build_teacher
-from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_to_row, teacher_to_row
-from schemas.manifest import MANIFEST_NAME, fingerprint, reconciles, write_manifest
+from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_from_row, phrases_to_row, teacher_from_row, teacher_to_row
+from schemas.manifest import CURRENT_NAME, MANIFEST_NAME, fingerprint, reconciles, write_manifest
 from schemas.shards import LABEL_PREFIX, shard_name
 
 log = logging.getLogger("pipelines.label_pipeline")
@@ -95,39 +102,91 @@ def stage_fingerprints(cfg: LabelConfig, teacher_fp: str) -> dict[str, str]:
     return {"phrases": phrases, "teacher": teacher, "labels": labels}
 
 
-def build_pipeline(p: beam.Pipeline, cfg: LabelConfig, teacher_fp: str, teacher_params: dict[str, Any]) -> None:
-    """The DAG: a short composition of named transforms; see the module docstring for the outputs."""
-    out = {s: remote_io.join(cfg.out, s) for s in STAGES}
+def stage_dirs(out: str, fps: dict[str, str]) -> dict[str, str]:
+    """``OUT/<stage>/<fingerprint>`` of each stage."""
+    return {s: remote_io.join(out, s, fps[s]) for s in fps}
+
+
+def current_dir(out: str, stage: str) -> str:
+    """The output directory of ``stage`` that the last successful run of ``OUT`` published."""
+    pointer = remote_io.join(out, stage, CURRENT_NAME)
+    if not remote_io.exists(pointer):
+        raise FileNotFoundError(f"{pointer}: no completed {stage} stage under {out}")
+    return remote_io.join(out, stage, remote_io.read_text(pointer).strip())
+
+
+def _with_urls(p: beam.Pipeline, records, captions):
+    """PhraseRecord → ``(PhraseRecord, url)``: Parquet keeps no url, the captions file has it."""
+    urls = captions | "UrlByCaption" >> beam.Map(lambda c: (c.caption_id, c.url))
+    keyed = records | "PhraseByCaption" >> beam.Map(lambda r: (r.caption_id, r))
+    return (
+        {"rec": keyed, "url": urls}
+        | "JoinUrls" >> beam.CoGroupByKey()
+        | "PairUrl" >> beam.FlatMap(lambda kv: [(r, kv[1]["url"][0]) for r in kv[1]["rec"]])
+    )
+
+
+def _with_phrases(teacher_records, phrase_records):
+    """TeacherRecord → ``(PhraseRecord, TeacherRecord)``, joined by caption id."""
+    keyed_t = teacher_records | "TeacherByCaption" >> beam.Map(lambda t: (t.caption_id, t))
+    keyed_p = phrase_records | "PhraseOfTeacher" >> beam.Map(lambda pu: (pu[0].caption_id, pu[0]))
+    return (
+        {"p": keyed_p, "t": keyed_t}
+        | "JoinPhrases" >> beam.CoGroupByKey()
+        | "PairPhrase" >> beam.FlatMap(lambda kv: [(kv[1]["p"][0], t) for t in kv[1]["t"]])
+    )
+
+
+def build_pipeline(
+    p: beam.Pipeline, cfg: LabelConfig, teacher_fp: str, teacher_params: dict[str, Any], dirs: dict[str, str], run: dict[str, bool]
+) -> None:
+    """The DAG: a short composition of named transforms. Stages with ``run[stage]`` False are read
+    back from their published Parquet (``dirs[stage]``) instead of being recomputed."""
+    out = dirs
     num_shards = len(region_shards(cfg.regions))
 
     # phrases
     caps = p | "ReadCaptions" >> ReadCaptions(cfg.captions)
-    phr = caps["captions"] | "ExtractPhrases" >> ExtractPhrases(cfg.phrases)
-    _ = (
-        phr.phrases
-        | "PhraseRecords" >> beam.Map(lambda pu: pu[0])
-        | "WritePhrases" >> WriteParquetShards(out["phrases"], "phrases", PHRASES_SCHEMA, phrases_to_row, num_shards)
-    )
-    phrase_dead = (caps["dead"], phr[DEAD]) | "PhraseDead" >> beam.Flatten()
-    _ = phrase_dead | "PhraseDeadLetters" >> WriteDeadLetters(out["phrases"])
-    all_rows = (caps["captions"], caps["dead"]) | "CaptionRows" >> beam.Flatten()
-    _ = {"in": all_rows, "out": phr.phrases, "rejected": phrase_dead} | "PhraseCounts" >> WriteCounts(out["phrases"])
+    if run["phrases"]:
+        phr = caps["captions"] | "ExtractPhrases" >> ExtractPhrases(cfg.phrases)
+        _ = (
+            phr.phrases
+            | "PhraseRecords" >> beam.Map(lambda pu: pu[0])
+            | "WritePhrases" >> WriteParquetShards(out["phrases"], "phrases", PHRASES_SCHEMA, phrases_to_row, num_shards)
+        )
+        phrase_dead = (caps["dead"], phr[DEAD]) | "PhraseDead" >> beam.Flatten()
+        _ = phrase_dead | "PhraseDeadLetters" >> WriteDeadLetters(out["phrases"])
+        all_rows = (caps["captions"], caps["dead"]) | "CaptionRows" >> beam.Flatten()
+        _ = {"in": all_rows, "out": phr.phrases, "rejected": phrase_dead} | "PhraseCounts" >> WriteCounts(out["phrases"])
+        phrases = phr.phrases
+    else:
+        stored = p | "ReadPhrases" >> ReadParquetRecords(out["phrases"], "phrases", phrases_from_row)
+        phrases = _with_urls(p, stored, caps["captions"])
+    if not (run["teacher"] or run["labels"]):
+        return
 
     # teacher
     regions = p | "ReadRegions" >> ReadRegions(cfg.regions)
-    handler = TeacherModelHandler(cfg.teacher, teacher_params, min_batch_size=1, max_batch_size=cfg.teacher_batch_size)
-    images_root = remote_io.dirname(cfg.captions)
-    tea = phr.phrases | "Teacher" >> RunTeacher(handler, teacher_fp, regions, images_root, cfg.images)
-    _ = (
-        tea["records"]
-        | "TeacherRecords" >> beam.Map(lambda pt: pt[1])
-        | "WriteTeacher" >> WriteParquetShards(out["teacher"], "teacher", TEACHER_SCHEMA, teacher_to_row, num_shards)
-    )
-    _ = tea["dead"] | "TeacherDeadLetters" >> WriteDeadLetters(out["teacher"])
-    _ = {"in": phr.phrases, "out": tea["records"], "rejected": tea["dead"]} | "TeacherCounts" >> WriteCounts(out["teacher"])
+    if run["teacher"]:
+        handler = TeacherModelHandler(cfg.teacher, teacher_params, min_batch_size=1, max_batch_size=cfg.teacher_batch_size)
+        images_root = remote_io.dirname(cfg.captions)
+        tea = phrases | "Teacher" >> RunTeacher(handler, teacher_fp, regions, images_root, cfg.images)
+        _ = (
+            tea["records"]
+            | "TeacherRecords" >> beam.Map(lambda pt: pt[1])
+            | "WriteTeacher" >> WriteParquetShards(out["teacher"], "teacher", TEACHER_SCHEMA, teacher_to_row, num_shards)
+        )
+        _ = tea["dead"] | "TeacherDeadLetters" >> WriteDeadLetters(out["teacher"])
+        _ = {"in": phrases, "out": tea["records"], "rejected": tea["dead"]} | "TeacherCounts" >> WriteCounts(out["teacher"])
+        teacher_records = tea["records"]
+    else:
+        stored = p | "ReadTeacher" >> ReadParquetRecords(out["teacher"], "teacher", teacher_from_row)
+        teacher_records = _with_phrases(stored, phrases)
+    if not run["labels"]:
+        return
 
     # match + labels
-    keyed = tea["records"] | "KeyByImage" >> beam.Map(lambda pt: (pt[0].image_id, pt))
+    keyed = teacher_records | "KeyByImage" >> beam.Map(lambda pt: (pt[0].image_id, pt))
     labels = (
         {"regions": regions, "teacher": keyed}
         | "JoinTeacher" >> beam.CoGroupByKey()
@@ -153,16 +212,15 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def _fill_missing_label_shards(cfg: LabelConfig) -> None:
+def _fill_missing_label_shards(cfg: LabelConfig, labels_dir: str) -> None:
     """A region shard with no samples still gets its (empty) label shard, so pairing holds for every k."""
     for index, _ in region_shards(cfg.regions):
-        path = remote_io.join(cfg.out, "labels", shard_name(LABEL_PREFIX, index))
+        path = remote_io.join(labels_dir, shard_name(LABEL_PREFIX, index))
         if not remote_io.exists(path):
             publish_shard(path, {})
 
 
-def _stage_manifest(cfg: LabelConfig, stage: str, fp: str, extra: dict[str, Any], out: int | None = None) -> dict[str, Any]:
-    d = remote_io.join(cfg.out, stage)
+def _stage_manifest(d: str, stage: str, fp: str, extra: dict[str, Any], out: int | None = None) -> dict[str, Any]:
     counts = json.loads(remote_io.read_text(remote_io.join(d, COUNTS_NAME)))
     c = {"in": counts["in"], "out": counts["out"] if out is None else out, "rejected": counts["rejected"]}
     if not reconciles(c):
@@ -170,8 +228,11 @@ def _stage_manifest(cfg: LabelConfig, stage: str, fp: str, extra: dict[str, Any]
     return publish_manifest(d, {"stage": stage, "fingerprint": fp, "counts": c, **extra})
 
 
-def run_labels(cfg: LabelConfig, beam_args: list[str] | None = None) -> dict[str, Any]:
-    """Run (or skip, when complete) the label pipeline; returns the three stage manifests."""
+def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """Validate the configuration and resolve fingerprints: ``(teacher, teacher params, stage fps)``.
+
+    Builds the teacher (hashing its weights) but loads no model.
+    """
     check_threshold(cfg.iou_threshold)
     params = dict(cfg.teacher_args)
     if cfg.flickr30k and cfg.teacher in ("oracle", "simulated"):
@@ -183,39 +244,64 @@ def run_labels(cfg: LabelConfig, beam_args: list[str] | None = None) -> dict[str
             f"{cfg.regions}: the region shards carry no cls_prob (BUTD TSV source?), which the tag_similarity teacher "
             "needs; ingest regions from .npz/.npy, or pick another teacher"
         )
-    teacher_fp = teacher.fingerprint
-    fps = stage_fingerprints(cfg, teacher_fp)
-    out = cfg.out
-    previous = {s: read_manifest(remote_io.join(out, s)) for s in STAGES}
-    if not cfg.force and all(previous[s] and previous[s].get("fingerprint") == fps[s] for s in STAGES):
-        log.info("labels %s already complete (fingerprint %s): skipping", out, fps["labels"])
-        return previous
-    for s in STAGES:  # stale outputs of a previous configuration must not mix with the new ones
-        remote_io.remove_tree(remote_io.join(out, s))
-    t0 = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(beam_args or [])) as p:
-        build_pipeline(p, cfg, teacher_fp, params)
-    wall = time.perf_counter() - t0
-    _fill_missing_label_shards(cfg)
+    return teacher, params, stage_fingerprints(cfg, teacher.fingerprint)
 
-    stats = json.loads(remote_io.read_text(remote_io.join(out, "labels", STATS_NAME)))
-    quality = precision_recall(stats["quality"]) | stats["quality"] if "quality" in stats else None
+
+def run_labels(cfg: LabelConfig, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Run the stages whose fingerprint has no complete manifest; returns the three stage manifests.
+
+    Each returned manifest carries ``dir`` (where the stage's output lives) and ``ran`` (whether this
+    call computed it); neither is part of the file on disk.
+    """
+    teacher, params, fps = plan_labels(cfg)
+    teacher_fp = teacher.fingerprint
+    dirs = stage_dirs(cfg.out, fps)
+    previous = {s: read_manifest(dirs[s]) for s in STAGES}
+    run = {s: cfg.force or not (previous[s] and previous[s].get("fingerprint") == fps[s]) for s in STAGES}
+    for s in STAGES:
+        if run[s]:
+            log.info("stage %s: running (%s)", s, dirs[s])
+            remote_io.remove_tree(dirs[s])  # a dead run's partial output (temp files included) must not mix in
+        else:
+            log.info("stage %s: skipped (complete manifest %s)", s, fps[s])
+    manifests = dict(previous)
+    if any(run.values()):
+        manifests.update(_run_stages(cfg, teacher, params, fps, dirs, run, beam_args or []))
+    for s in STAGES:  # pointers last: they name only complete outputs
+        remote_io.write_bytes(remote_io.join(cfg.out, s, CURRENT_NAME), (fps[s] + "\n").encode("utf-8"))
+    return {s: {**manifests[s], "dir": dirs[s], "ran": run[s]} for s in STAGES}
+
+
+def _run_stages(
+    cfg: LabelConfig, teacher, params: dict[str, Any], fps: dict[str, str], dirs: dict[str, str], run: dict[str, bool], beam_args: list[str]
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        build_pipeline(p, cfg, teacher.fingerprint, params, dirs, run)
+    wall = time.perf_counter() - t0
     common = {"config": _config_json(cfg), "teacher": teacher.describe(), "wall_s": round(wall, 2)}
-    manifests = {
-        "phrases": _stage_manifest(cfg, "phrases", fps["phrases"], {"inputs": {"captions": cfg.captions}, "config": _config_json(cfg)}),
-        "teacher": _stage_manifest(cfg, "teacher", fps["teacher"], {"upstream": fps["phrases"], **common}),
-    }
-    label_counts = json.loads(remote_io.read_text(remote_io.join(out, "labels", COUNTS_NAME)))
+    manifests: dict[str, Any] = {}
+    if run["phrases"]:
+        manifests["phrases"] = _stage_manifest(dirs["phrases"], "phrases", fps["phrases"], {"inputs": {"captions": cfg.captions}, "config": _config_json(cfg)})
+    if run["teacher"]:
+        manifests["teacher"] = _stage_manifest(dirs["teacher"], "teacher", fps["teacher"], {"upstream": fps["phrases"], **common})
+    if not run["labels"]:
+        return manifests
+    d = dirs["labels"]
+    _fill_missing_label_shards(cfg, d)
+    stats = json.loads(remote_io.read_text(remote_io.join(d, STATS_NAME)))
+    quality = precision_recall(stats["quality"]) | stats["quality"] if "quality" in stats else None
+    label_counts = json.loads(remote_io.read_text(remote_io.join(d, COUNTS_NAME)))
     if label_counts["regions_in"] != label_counts["samples_out"]:
-        raise RuntimeError(f"{out}/labels: {label_counts['regions_in']} region samples but {label_counts['samples_out']} label samples")
+        raise RuntimeError(f"{d}: {label_counts['regions_in']} region samples but {label_counts['samples_out']} label samples")
     manifests["labels"] = _stage_manifest(
-        cfg,
+        d,
         "labels",
         fps["labels"],
         {
             "upstream": fps["teacher"],
             "regions": cfg.regions,
-            "num_shards": len(remote_io.glob(remote_io.join(out, "labels", f"{LABEL_PREFIX}-*.tar"))),
+            "num_shards": len(remote_io.glob(remote_io.join(d, f"{LABEL_PREFIX}-*.tar"))),
             "images": {"in": label_counts["regions_in"], "out": label_counts["samples_out"]},
             "iou_threshold": cfg.iou_threshold,
             "stats": stats,
@@ -293,7 +379,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("apache_beam", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg, beam_args = parse_args(argv)

@@ -339,6 +339,31 @@ def scan_source(tsv: list[str] | None, lxmert: bool, npz_dir: str | None, npy_di
     return SourceScan(f"{kind}_dir", str(directory), digest, len(files), files=[str(p) for p in files])
 
 
+def plan_regions(
+    tsv: str | os.PathLike | list[str | os.PathLike] | None = None,
+    *,
+    lxmert: bool = False,
+    npz_dir: str | os.PathLike | None = None,
+    npy_dir: str | os.PathLike | None = None,
+    allow_pickle: bool = False,
+    num_shards: int,
+    inclusive: bool = True,
+    feature_dim: int | None = None,
+    scan: SourceScan | None = None,
+) -> tuple[SourceScan, dict[str, Any], str]:
+    """Scan (hash) the source and resolve the stage's fingerprint without running anything:
+    ``(scan, params, fingerprint)``. The DAG uses it to name the output directory and to skip."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if scan is None:
+        tsv_files = None if tsv is None else [str(t) for t in ([tsv] if isinstance(tsv, (str, os.PathLike)) else tsv)]
+        scan = scan_source(
+            tsv_files, lxmert, None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir), allow_pickle
+        )
+    params = {"source_format": scan.kind, "inclusive_boxes": inclusive, "num_shards": num_shards, "feature_dim": feature_dim}
+    return scan, params, fingerprint(STAGE, SCHEMA_VERSION, scan.digest, params)
+
+
 def run_regions(
     tsv: str | os.PathLike | list[str | os.PathLike] | None = None,
     *,
@@ -351,6 +376,7 @@ def run_regions(
     inclusive: bool = True,
     feature_dim: int | None = None,
     pipeline_args: list[str] | None = None,
+    scan: SourceScan | None = None,
 ) -> dict[str, Any]:
     """Run the stage on one source and return its manifest.
 
@@ -358,12 +384,11 @@ def run_regions(
     in all of them together. ``inclusive``: the source's boxes are inclusive pixel indices (BUTD, ViLBERT/MMF: the default).
     ``feature_dim``: if given, records of another dimension are dead-lettered; if not, a source with
     mixed dimensions fails the stage. ``pipeline_args``: Beam options (default: in-process DirectRunner).
+    ``scan``: the source scan :func:`plan_regions` already made (saves hashing the source twice).
     """
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    tsv_files = None if tsv is None else [str(t) for t in ([tsv] if isinstance(tsv, (str, os.PathLike)) else tsv)]
-    scan = scan_source(
-        tsv_files, lxmert, None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir), allow_pickle
+    scan, params, fp = plan_regions(
+        tsv, lxmert=lxmert, npz_dir=npz_dir, npy_dir=npy_dir, allow_pickle=allow_pickle, num_shards=num_shards,
+        inclusive=inclusive, feature_dim=feature_dim, scan=scan,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,8 +400,6 @@ def run_regions(
     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     (out / WORK_DIR).mkdir()
 
-    params = {"source_format": scan.kind, "inclusive_boxes": inclusive, "num_shards": num_shards, "feature_dim": feature_dim}
-    fp = fingerprint(STAGE, SCHEMA_VERSION, scan.digest, params)
     log.info("regions: %d records from %s (%s) → %d shards in %s", scan.records_in, scan.path, scan.kind, num_shards, out)
 
     options = PipelineOptions(_default_pipeline_args(pipeline_args))

@@ -19,6 +19,9 @@ from schemas.records import SCHEMA_VERSION
 
 MANIFEST_NAME = "_MANIFEST.json"
 DEAD_LETTER_NAME = "_DEAD_LETTER.jsonl"
+# ``<stage root>/CURRENT`` names (by fingerprint) the stage's current output ``<stage root>/<fp>/``;
+# written after the output is complete, so it never points at a partial directory.
+CURRENT_NAME = "CURRENT"
 
 
 def fingerprint(*parts: Any) -> str:
@@ -75,6 +78,17 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
 def is_complete(directory: str | os.PathLike, expected_fingerprint: str) -> bool:
     m = read_manifest(directory)
     return m is not None and m.get("fingerprint") == expected_fingerprint
+
+
+def current_output(stage_root: str | os.PathLike) -> Path | None:
+    """``<stage_root>/<fp>`` named by ``<stage_root>/CURRENT``; None when there is no pointer."""
+    pointer = Path(stage_root) / CURRENT_NAME
+    if not pointer.is_file():
+        return None
+    fp = pointer.read_text().strip()
+    if not fp or "/" in fp or fp.startswith("."):
+        raise ValueError(f"{pointer}: not a fingerprint: {fp!r}")
+    return Path(stage_root) / fp
 
 
 def reconciles(counts: dict[str, int]) -> bool:

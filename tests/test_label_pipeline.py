@@ -1,5 +1,6 @@
 """End to end: captions + region shards → phrases → teacher → match → label shards, on the Beam DirectRunner."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,8 +22,8 @@ def _cfg(c, out, teacher="tag_similarity", **kw):
                        teacher_args=args, flickr30k=str(c["flickr30k"]), **kw)
 
 
-def _dead(out, stage):
-    return [json.loads(line) for line in (out / stage / DEAD_LETTER_NAME).read_text().splitlines()]
+def _dead(m, stage):
+    return [json.loads(line) for line in (Path(m[stage]["dir"]) / DEAD_LETTER_NAME).read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def runs(tmp_path_factory):
 def test_label_shards_zip_with_region_shards_key_by_key(runs):
     c, root, m, _ = runs
     region_shards = list_shards(c["regions"], REGION_PREFIX)
-    label_shards = list_shards(root / "one" / "labels", LABEL_PREFIX)
+    label_shards = list_shards(m["labels"]["dir"], LABEL_PREFIX)
     assert [p.name.split("-")[1] for p in label_shards] == [p.name.split("-")[1] for p in region_shards]
     seen = 0
     for rs, ls in zip(region_shards, label_shards):
@@ -61,18 +62,20 @@ def test_nothing_is_lost_dead_letters_and_counts_reconcile(runs):
     out = root / "one"
     for s in ("phrases", "teacher", "labels"):
         assert reconciles(m[s]["counts"]), (s, m[s]["counts"])
-        assert read_manifest(out / s)["fingerprint"] == m[s]["fingerprint"]
+        assert Path(m[s]["dir"]) == out / s / m[s]["fingerprint"]  # output named by its fingerprint
+        assert read_manifest(m[s]["dir"])["fingerprint"] == m[s]["fingerprint"]
+        assert (out / s / "CURRENT").read_text().strip() == m[s]["fingerprint"]
     assert m["phrases"]["counts"] == {"in": c["num_rows"], "out": m["teacher"]["counts"]["in"], "rejected": 2}
-    reasons = {d["record_id"]: d["reason"] for d in _dead(out, "phrases") + _dead(out, "teacher")}
+    reasons = {d["record_id"]: d["reason"] for d in _dead(m, "phrases") + _dead(m, "teacher")}
     assert "2 tab-separated columns" in reasons[f"{c['captions']}:4"]
     assert "no noun phrase" in reasons["000000#2"]
     assert "not in the region source" in reasons[f"{c['missing']}#0"] and "not in the region source" in reasons[f"{c['missing']}#1"]
     assert "teacher failed" in reasons[f"{c['no_cls']}#0"] and "cls_prob" in reasons[f"{c['no_cls']}#1"]
-    assert m["teacher"]["counts"]["rejected"] == len(_dead(out, "teacher")) == 4
+    assert m["teacher"]["counts"]["rejected"] == len(_dead(m, "teacher")) == 4
     assert m["labels"]["counts"]["out"] == m["teacher"]["counts"]["out"] == m["labels"]["stats"]["captions"]
     # Parquet stages hold exactly the surviving records
-    phr = sum(pq.read_table(p).num_rows for p in (out / "phrases").glob("phrases-*.parquet"))
-    tea = pq.read_table(sorted((out / "teacher").glob("teacher-*.parquet"))[0])
+    phr = sum(pq.read_table(p).num_rows for p in Path(m["phrases"]["dir"]).glob("phrases-*.parquet"))
+    tea = pq.read_table(sorted(Path(m["teacher"]["dir"]).glob("teacher-*.parquet"))[0])
     assert phr == m["phrases"]["counts"]["out"]
     assert set(tea.column("teacher").to_pylist()) == {m["teacher"]["teacher"]["fingerprint"]}
     stats = m["labels"]["stats"]
@@ -84,12 +87,12 @@ def test_nothing_is_lost_dead_letters_and_counts_reconcile(runs):
 def test_byte_identical_on_rerun_and_with_two_workers(runs):
     _, root, one, two = runs
     for stage, pattern in (("labels", "labels-*.tar"), ("phrases", "*.parquet"), ("teacher", "*.parquet")):
-        a = sorted((root / "one" / stage).glob(pattern))
-        b = sorted((root / "two" / stage).glob(pattern))
+        a = sorted(Path(one[stage]["dir"]).glob(pattern))
+        b = sorted(Path(two[stage]["dir"]).glob(pattern))
         assert [p.name for p in a] == [p.name for p in b] and a
         for x, y in zip(a, b):
             assert x.read_bytes() == y.read_bytes(), x.name
-    assert (root / "one" / "teacher" / DEAD_LETTER_NAME).read_bytes() == (root / "two" / "teacher" / DEAD_LETTER_NAME).read_bytes()
+    assert (Path(one["teacher"]["dir"]) / DEAD_LETTER_NAME).read_bytes() == (Path(two["teacher"]["dir"]) / DEAD_LETTER_NAME).read_bytes()
     assert one["labels"]["fingerprint"] == two["labels"]["fingerprint"]
 
 
@@ -122,13 +125,14 @@ def test_generated_corpus_with_oracle_teacher_end_to_end(generated, tmp_path):
     assert q["precision"] == 1.0 and q["recall"] == 1.0 and q["tp"] > 0 and q["phrases_without_gt"] == 0
     assert all(reconciles(m[s]["counts"]) for s in ("phrases", "teacher", "labels"))
     assert m["labels"]["images"] == {"in": 40, "out": 40} and m["labels"]["stats"]["captions"] == 80
-    for rs, ls in zip(list_shards(generated / "regions", REGION_PREFIX), list_shards(tmp_path / "oracle" / "labels", LABEL_PREFIX), strict=True):
+    for rs, ls in zip(list_shards(generated / "regions", REGION_PREFIX), list_shards(m["labels"]["dir"], LABEL_PREFIX), strict=True):
         assert rs.name.replace(REGION_PREFIX, LABEL_PREFIX) == ls.name
         assert [k for k, _ in iter_shard(rs)] == [k for k, _ in iter_shard(ls)]
-    before = (tmp_path / "oracle" / "labels" / "_MANIFEST.json").stat().st_mtime_ns
+    before = (Path(m["labels"]["dir"]) / "_MANIFEST.json").stat().st_mtime_ns
     again = run_labels(cfg, IN_MEMORY)  # same fingerprint: nothing re-runs
     assert again["labels"]["fingerprint"] == m["labels"]["fingerprint"]
-    assert (tmp_path / "oracle" / "labels" / "_MANIFEST.json").stat().st_mtime_ns == before
+    assert not any(again[s]["ran"] for s in ("phrases", "teacher", "labels")) and all(m[s]["ran"] for s in ("phrases", "teacher", "labels"))
+    assert (Path(m["labels"]["dir"]) / "_MANIFEST.json").stat().st_mtime_ns == before
 
 
 @pytest.mark.parametrize("teacher", ["tag_similarity", "simulated", "grounding_dino", "owlv2"])
@@ -157,7 +161,7 @@ def test_generated_corpus_with_each_teacher(generated, tmp_path, teacher):
         assert q["tp"] > 0
     if teacher == "simulated":  # misses and false boxes cost recall and precision, but most labels survive
         assert 0.5 < q["recall"] < 1.0 and 0.5 < q["precision"] <= 1.0
-    for rs, ls in zip(list_shards(generated / "regions", REGION_PREFIX), list_shards(tmp_path / "out" / "labels", LABEL_PREFIX), strict=True):
+    for rs, ls in zip(list_shards(generated / "regions", REGION_PREFIX), list_shards(m["labels"]["dir"], LABEL_PREFIX), strict=True):
         assert [k for k, _ in iter_shard(rs)] == [k for k, _ in iter_shard(ls)]
 
 
@@ -186,9 +190,10 @@ def test_runs_on_a_non_local_filesystem(generated, tmp_path, monkeypatch):
     assert all(reconciles(m[s]["counts"]) for s in ("phrases", "teacher", "labels"))
     assert m["labels"]["images"] == {"in": 40, "out": 40}
     for rs in list_shards(root / "regions", REGION_PREFIX):
-        ls = root / "labels" / "labels" / rs.name.replace(REGION_PREFIX, LABEL_PREFIX)
+        ls = root / "labels" / "labels" / m["labels"]["fingerprint"] / rs.name.replace(REGION_PREFIX, LABEL_PREFIX)
         assert [k for k, _ in iter_shard(rs)] == [k for k, _ in iter_shard(ls)]
-    assert (root / "labels" / "labels" / "_MANIFEST.json").exists() and (root / "labels" / "teacher" / DEAD_LETTER_NAME).exists()
+    assert (root / "labels" / "labels" / m["labels"]["fingerprint"] / "_MANIFEST.json").exists()
+    assert (root / "labels" / "teacher" / m["teacher"]["fingerprint"] / DEAD_LETTER_NAME).exists()
     assert run_labels(cfg, IN_MEMORY)["labels"]["fingerprint"] == m["labels"]["fingerprint"]  # complete: skipped
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from schemas.manifest import current_output
 from schemas.records import labels_problem, region_problem
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, ShardError, decode_labels, decode_region, iter_shard, list_shards
 from trainer.config import TrainConfig
@@ -87,10 +88,12 @@ class SkipCounter:
 def shard_dir(directory: str | Path, prefix: str) -> Path:
     """The directory holding ``<prefix>-NNNNNN.tar``: ``directory`` itself or its ``<prefix>/`` child.
 
-    The label pipeline publishes ``OUT/labels/labels-*.tar`` next to its other outputs, so both
-    ``--labels OUT`` and ``--labels OUT/labels`` work.
+    The label pipeline publishes ``OUT/labels/<fingerprint>/labels-*.tar`` and names the current one in
+    ``OUT/labels/CURRENT``, so ``--labels OUT``, ``--labels OUT/labels`` and ``--labels OUT/labels/<fp>`` work.
     """
-    for d in (Path(directory), Path(directory) / prefix):
+    candidates = [Path(directory), Path(directory) / prefix]
+    candidates += [c for c in map(current_output, candidates) if c is not None]
+    for d in candidates:
         if list_shards(d, prefix):
             return d
     raise FileNotFoundError(f"{directory}: no {prefix}-NNNNNN.tar shards (nor in {Path(directory) / prefix})")
