@@ -1,0 +1,158 @@
+"""Read REFER-format referring expressions (RefCOCO / RefCOCO+ / RefCOCOg) and join them with proposals.
+
+Inputs, as the REFER toolkit lays them out in one directory:
+
+- ``refs.json`` (the safe form) or ``refs(unc).p`` (a pickled list, read only with
+  ``allow_pickle=True``: unpickling runs arbitrary code from the file);
+- ``instances.json``: COCO-style annotations, ``bbox`` in ``[x, y, w, h]`` pixels.
+
+Proposals come from region shards (``schemas.shards``), one sample per image. **A REFER image is
+matched to its region sample by the stem of ``file_name``** (``"000017.png"`` → region ``image_id``
+``"000017"``; ``COCO_train2014_000000581857.jpg`` → ``"COCO_train2014_000000581857"``), since the
+region pipelines key images by file stem while REFER keys them by COCO's integer id. A ref without
+``file_name`` falls back to the ``file_name`` of its image in ``instances.json``.
+
+One :class:`Expression` per sentence; its ground truth is the box of the ref's annotation,
+converted to the project's ``xyxy`` with :func:`schemas.boxes.xywh_to_xyxy`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from schemas.boxes import box_problem, xywh_to_xyxy
+from schemas.records import RegionRecord, region_problem
+from schemas.shards import REGION_PREFIX, ShardError, iter_regions, list_shards
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "testA", "testB")
+PICKLE_RISK = "unpickling runs arbitrary code stored in the file; only enable it for files from a trusted source"
+
+
+class ReferError(ValueError):
+    """REFER input that cannot be used; the message names the file, the record and the reason."""
+
+
+@dataclass
+class Expression:
+    """One referring expression (a REFER sentence) with its ground-truth box."""
+
+    sent_id: int
+    ref_id: int
+    image_id: str  # the region shard's image_id (file stem)
+    split: str
+    text: str
+    gt_box: np.ndarray  # float32 [4] xyxy, exclusive end
+    needs: list[str] = field(default_factory=list)  # synthetic corpus: colour/size/spatial/shape
+    kind: str = ""  # synthetic corpus: "minimal" | "relational"
+
+
+def _load_refs(refer_dir: Path, allow_pickle: bool) -> tuple[list[dict], Path]:
+    js = refer_dir / "refs.json"
+    if js.exists():
+        try:
+            return json.loads(js.read_text()), js
+        except json.JSONDecodeError as e:
+            raise ReferError(f"{js}: invalid JSON: {e}") from e
+    pickles = sorted(refer_dir.glob("refs(*).p"))
+    if not pickles:
+        raise ReferError(f"{refer_dir}: no refs.json and no refs(<split_by>).p")
+    if not allow_pickle:
+        raise ReferError(
+            f"{pickles[0]}: only the pickled refs are present and allow_pickle is off ({PICKLE_RISK}); "
+            "convert it to refs.json once, or pass allow_pickle=True / --allow-pickle"
+        )
+    log.warning("unpickling %s (%s)", pickles[0], PICKLE_RISK)
+    with open(pickles[0], "rb") as f:
+        return pickle.load(f), pickles[0]
+
+
+def _ref_problem(ref: dict) -> str | None:
+    for key in ("ref_id", "ann_id", "image_id", "split", "sentences"):
+        if key not in ref:
+            return f"lacks {key!r}"
+    if ref["split"] not in SPLITS:
+        return f"split {ref['split']!r} is not one of {SPLITS}"
+    return None
+
+
+def read_refer(refer_dir: str | Path, allow_pickle: bool = False) -> list[Expression]:
+    """All expressions of a REFER directory, in refs order then sentence order."""
+    refer_dir = Path(refer_dir)
+    refs, refs_path = _load_refs(refer_dir, allow_pickle)
+    inst_path = refer_dir / "instances.json"
+    if not inst_path.exists():
+        raise ReferError(f"{refer_dir}: instances.json is missing")
+    instances = json.loads(inst_path.read_text())
+    anns = {a["id"]: a for a in instances.get("annotations", [])}
+    images = {im["id"]: im for im in instances.get("images", [])}
+    out: list[Expression] = []
+    for i, ref in enumerate(refs):
+        where = f"{refs_path}: ref #{i} (ref_id {ref.get('ref_id')!r})"
+        reason = _ref_problem(ref)
+        if reason:
+            raise ReferError(f"{where}: {reason}")
+        ann = anns.get(ref["ann_id"])
+        if ann is None:
+            raise ReferError(f"{where}: ann_id {ref['ann_id']} is not in {inst_path}")
+        file_name = ref.get("file_name") or images.get(ref["image_id"], {}).get("file_name")
+        if not file_name:
+            raise ReferError(f"{where}: no file_name, neither in the ref nor for image {ref['image_id']} in {inst_path}")
+        box = xywh_to_xyxy(np.asarray([ann["bbox"]], np.float32))
+        img = images.get(ref["image_id"])
+        if img is not None:
+            reason = box_problem(box, img["width"], img["height"])
+            if reason:
+                raise ReferError(f"{where}: annotation {ann['id']}: {reason}")
+        for s in ref["sentences"]:
+            text = s.get("sent") or s.get("raw") or " ".join(s.get("tokens", []))
+            if not text.strip():
+                raise ReferError(f"{where}: sentence {s.get('sent_id')!r} is empty")
+            out.append(
+                Expression(
+                    sent_id=int(s["sent_id"]), ref_id=int(ref["ref_id"]), image_id=Path(file_name).stem,
+                    split=ref["split"], text=text.strip(), gt_box=box[0], needs=list(s.get("needs", [])), kind=s.get("kind", ""),
+                )
+            )
+    return out
+
+
+def read_proposals(regions_dir: str | Path, max_regions: int = 36, image_ids: set[str] | None = None) -> dict[str, RegionRecord]:
+    """Region records by image_id (first ``max_regions`` boxes, as pre-training uses), validated.
+
+    Only images in ``image_ids`` are kept in memory when it is given.
+    """
+    shards = list_shards(regions_dir, REGION_PREFIX) or list_shards(Path(regions_dir) / REGION_PREFIX, REGION_PREFIX)
+    if not shards:
+        raise ReferError(f"{regions_dir}: no {REGION_PREFIX}-NNNNNN.tar shards")
+    out: dict[str, RegionRecord] = {}
+    for path in shards:
+        try:
+            for key, rec in iter_regions(path):
+                if image_ids is not None and rec.image_id not in image_ids:
+                    continue
+                reason = region_problem(rec)
+                if reason:
+                    raise ReferError(f"{path}:{key}: {reason}")
+                n = min(rec.num_boxes, max_regions)
+                cls = None if rec.cls_prob is None else rec.cls_prob[:n]
+                out[rec.image_id] = RegionRecord(rec.image_id, rec.image_w, rec.image_h, rec.boxes[:n], rec.features[:n], cls)
+        except ShardError as e:
+            raise ReferError(str(e)) from e
+    return out
+
+
+def check_joined(expressions: list[Expression], proposals: dict[str, RegionRecord], refer_dir: str | Path, regions_dir: str | Path) -> None:
+    """Every expression's image must have proposals; the error names the first few that do not."""
+    missing = sorted({e.image_id for e in expressions if e.image_id not in proposals})
+    if missing:
+        raise ReferError(
+            f"{refer_dir}: {len(missing)} image(s) have no region sample in {regions_dir} "
+            f"(matched by file_name stem), e.g. {missing[:5]}"
+        )
