@@ -14,19 +14,10 @@ from trainer.models import build_model
 from trainer.models.embeddings import box_sine_cosine
 from trainer.text import load_tokenizer
 from trainer.train import BatchStream, make_optimizer, train_step
+from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, first_batch, grounding_scores, tiny_config, write_corpus
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CI box and this one are shared: one intra-op thread is several times faster than two
-    # threads fighting another process for the same cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

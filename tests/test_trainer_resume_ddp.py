@@ -12,17 +12,10 @@ from safetensors.torch import load_file
 from trainer.models import build_model
 from trainer.text import load_tokenizer
 from trainer.train import make_optimizer, train, train_step
+from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, ddp_worker, first_batch, split_batch, tiny_config, write_corpus
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
+
 from trainer.toydata import NUM_CLASSES, OBJECTS, write_corpus  # noqa: F401
 
 
@@ -85,3 +88,13 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
             save_file(tensors, result_path)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread per test: on a shared 2-core box, two threads fighting another process
+    for the same cores are several times slower. Import it into a test module to apply it there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,6 +25,7 @@ to the training loop inside each batch (``batch["skips"]``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -376,16 +377,8 @@ def _take(it: Iterator, n: int) -> list:
 
 
 def sampler_config(cfg: TrainConfig) -> SamplerConfig:
-    return SamplerConfig(
-        unmatched_phrase_share=cfg.unmatched_phrase_share,
-        max_pos_per_phrase=cfg.max_pos_per_phrase,
-        max_neg_per_phrase=cfg.max_neg_per_phrase,
-        neg_per_pos=cfg.neg_per_pos,
-        hard_negatives=cfg.hard_negatives,
-        hard_negative_share=cfg.hard_negative_share,
-        iou_threshold=cfg.iou_threshold,
-        soft_targets=cfg.soft_targets,
-    )
+    """The sampler's knobs are TrainConfig fields of the same names."""
+    return SamplerConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SamplerConfig)})
 
 
 def make_dataset(cfg: TrainConfig, tokenizer, epoch: int) -> wds.DataPipeline:
