@@ -74,9 +74,10 @@ def test_iou_agrees_with_pycocotools():
 COLOURS = ("red", "green", "blue")
 
 
-def write_toy_refer(root: Path, num_images: int = 80, seed: int = 0, feat_dim: int = 8) -> tuple[Path, Path]:
+def write_toy_refer(root: Path, num_images: int = 80, seed: int = 0, feat_dim: int = 8, refs_per_image: int = 1) -> tuple[Path, Path]:
     """REFER files + one region shard. Each image has 3 proposals of different colours (one-hot
-    features + noise); the expression names a colour; the ground truth is that proposal's box."""
+    features + noise); each expression names a colour; the ground truth is that proposal's box.
+    ``refs_per_image`` > 1 refers to that many different proposals of the image."""
     rng = np.random.default_rng(seed)
     refs, anns, images, samples = [], [], [], {}
     for i in range(num_images):
@@ -87,13 +88,14 @@ def write_toy_refer(root: Path, num_images: int = 80, seed: int = 0, feat_dim: i
         feat[np.arange(3), colours] += 1.0
         stem = f"img_{i:03d}"
         samples[stem] = encode_region(RegionRecord(stem, w, h, boxes, feat, None))
-        target = int(rng.integers(3))
-        x1, y1, x2, y2 = boxes[target].tolist()
-        anns.append({"id": i + 1, "image_id": 1000 + i, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1, "iscrowd": 0})
         images.append({"id": 1000 + i, "file_name": f"{stem}.png", "width": w, "height": h})
         split = "train" if i < num_images * 0.7 else ("val", "testA", "testB")[i % 3]
-        refs.append({"ref_id": i + 1, "ann_id": i + 1, "image_id": 1000 + i, "split": split, "category_id": 1,
-                     "sentences": [{"sent_id": i + 1, "sent": f"the {COLOURS[colours[target]]} shape", "needs": ["colour"]}]})
+        for target in rng.permutation(3)[:refs_per_image] if refs_per_image > 1 else [int(rng.integers(3))]:
+            k = len(refs) + 1
+            x1, y1, x2, y2 = boxes[target].tolist()
+            anns.append({"id": k, "image_id": 1000 + i, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1, "iscrowd": 0})
+            refs.append({"ref_id": k, "ann_id": k, "image_id": 1000 + i, "split": split, "category_id": 1,
+                         "sentences": [{"sent_id": k, "sent": f"the {COLOURS[colours[target]]} shape", "needs": ["colour"]}]})
     refer = root / "refer"
     refer.mkdir(parents=True)
     (refer / "refs.json").write_text(json.dumps(refs))
@@ -153,24 +155,73 @@ def tiny_model_config(path: Path) -> Path:
     return path
 
 
-def test_finetune_learns_above_chance(tmp_path):
+@pytest.mark.parametrize("head", ["linear", "grounding"])
+def test_finetune_learns_above_chance_and_reads_the_text(tmp_path, head):
     from trainer.finetune_rec import FinetuneConfig, run_finetune
 
-    refer, regions = write_toy_refer(tmp_path, num_images=80)
+    refer, regions = write_toy_refer(tmp_path, num_images=60, refs_per_image=2)
     cfg = FinetuneConfig(refer=str(refer), regions=str(regions), init="none", out=str(tmp_path / "ft"),
                          model_config=str(tiny_model_config(tmp_path / "m.json")), steps=120, batch_size=16, lr=2e-3,
-                         head_dropout=0.0, cpu_threads=1, progress=False)
+                         head_dropout=0.0, head=head, cpu_threads=1, progress=False)
     res = run_finetune(cfg)
     held_out = [res["splits"][s] for s in ("val", "testA", "testB")]
-    acc = sum(m["acc"] * m["n"] for m in held_out) / sum(m["n"] for m in held_out)
+    n = sum(m["n"] for m in held_out)
+    acc = sum(m["acc"] * m["n"] for m in held_out) / n
+    swapped = sum(m["acc_swapped_text"] * m["n_swapped_text"] for m in held_out) / sum(m["n_swapped_text"] for m in held_out)
     assert all(m["oracle"] == 1.0 for m in held_out)  # every ground truth is a proposal
     assert acc > 0.6, f"held-out accuracy {acc:.2f} is not clearly above chance (1/3)"
+    # The colour word alone tells the three proposals apart, so a model that reads it picks the
+    # other object when given the other object's expression: far below chance, not near acc.
+    assert swapped < 0.2, f"accuracy with swapped expressions {swapped:.2f}: the model does not read the text"
     lines = (tmp_path / "ft" / "predictions.jsonl").read_text().splitlines()
-    assert len(lines) == sum(m["n"] for m in held_out)
+    assert len(lines) == n
     # Same inputs and seed → the same predictions.
     again = run_finetune(FinetuneConfig(**{**cfg.__dict__, "out": str(tmp_path / "ft2")}))
     assert again["splits"] == res["splits"]
     assert (tmp_path / "ft2" / "predictions.jsonl").read_text() == "\n".join(lines) + "\n"
+
+
+def test_swap_texts_pairs_other_objects_of_the_same_image():
+    from trainer.finetune_rec import swap_texts
+    from trainer.refer import Expression
+
+    def ex(sent_id, image, box, text):
+        e = Expression(sent_id, sent_id, image, "val", text, np.array(box, np.float32))
+        return {"expr": e, "input_ids": np.array([101, sent_id, 102])}
+
+    a = ex(1, "im1", [0, 0, 5, 5], "the red one")
+    a2 = ex(2, "im1", [0, 0, 5, 5], "the left red one")  # same object as a: never its partner
+    b = ex(3, "im1", [6, 0, 9, 5], "the blue one")
+    c = ex(4, "im2", [0, 0, 5, 5], "the only one")  # no other object named in im2: left out
+    out = swap_texts([a, a2, b, c])
+    assert [(o["expr"].sent_id, int(o["input_ids"][1])) for o in out] == [(1, 3), (2, 3), (3, 1)]  # b wraps round to a
+    assert out[2]["expr"] is b["expr"]  # the target stays the original
+
+
+def test_grounding_head_carries_pretrained_weights(tmp_path):
+    import torch
+
+    from trainer.checkpoint import save_checkpoint
+    from trainer.config import TrainConfig
+    from trainer.finetune_rec import build_rec_model, collate
+    from trainer.models import build_model
+
+    cfg = TrainConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, location="5d", dropout=0.0)
+    torch.manual_seed(0)
+    pre = build_model(cfg, feat_dim=8, num_classes=3, vocab_size=120)
+    ckpt = save_checkpoint(tmp_path / "run", 1, pre, torch.optim.AdamW(pre.parameters()), {"config": cfg.to_dict()})
+    torch.manual_seed(1)  # a different init, so equal weights can only come from the checkpoint
+    rec = build_rec_model(cfg, ckpt, 8, 3, 120, 0.0, head="grounding")
+    for name, p in pre.grounding.state_dict().items():
+        assert torch.equal(rec.grounding.state_dict()[name], p), name
+    assert rec.score is None
+    assert build_rec_model(cfg, ckpt, 8, 3, 120, 0.0, head="linear").grounding is None
+    examples = [{"input_ids": np.array([101, 7, 8, 102]), "feat": np.ones((3, 8), np.float32), "boxes": np.full((3, 4), 0.5, np.float32), "target": 0},
+                {"input_ids": np.array([101, 9, 102]), "feat": np.ones((2, 8), np.float32), "boxes": np.full((2, 4), 0.5, np.float32), "target": 1}]
+    logits = rec.eval()(collate(examples))
+    assert logits.shape == (2, 3) and torch.isfinite(logits[0]).all() and logits[1, 2] == float("-inf")  # padding region
+    with pytest.raises(ValueError, match="not one of"):
+        build_rec_model(cfg, ckpt, 8, 3, 120, 0.0, head="mlp")
 
 
 def test_train_subset_is_seeded_and_sized():
@@ -199,22 +250,59 @@ def test_subset_captions_keeps_whole_images_in_file_order(tmp_path):
 
 
 def test_gains_and_verdict_by_hand():
-    from trainer.experiment import ExperimentConfig, gains, verdict
+    from trainer.experiment import ExperimentConfig, gains, growth, verdict
 
     cfg = ExperimentConfig(variants=["none", "phrase"], pretrain_fractions=[1.0, 0.125], finetune_fractions=[1.0, 0.125], seeds=[0, 1])
+    # Gain of phrase over none per (pf, ff) cell and seed: flat-ish along pre-training, growing along
+    # fine-tuning, shrinking when both shrink.
+    gain = {(1.0, 1.0): lambda s: 0.01 + 0.002 * s, (0.125, 1.0): lambda s: 0.01 + 0.003 * s,
+            (1.0, 0.125): lambda s: 0.10 + 0.002 * s, (0.125, 0.125): lambda s: -0.05 + 0.001 * s}
     rows = []
-    for pf in cfg.pretrain_fractions:
-        for ff in cfg.finetune_fractions:
-            for s in cfg.seeds:
-                small = pf < 1 and ff < 1
-                rows.append({"variant": "none", "pretrain_fraction": pf, "finetune_fraction": ff, "seed": s, "mean_acc": 0.50 + 0.01 * s})
-                rows.append({"variant": "phrase", "pretrain_fraction": pf, "finetune_fraction": ff, "seed": s,
-                             "mean_acc": 0.50 + 0.01 * s + (0.10 + 0.002 * s if small else 0.01 + 0.002 * s)})
+    for (pf, ff), g in gain.items():
+        for s in cfg.seeds:
+            rows.append({"variant": "none", "pretrain_fraction": pf, "finetune_fraction": ff, "seed": s, "mean_acc": 0.50 + 0.01 * s})
+            rows.append({"variant": "phrase", "pretrain_fraction": pf, "finetune_fraction": ff, "seed": s, "mean_acc": 0.50 + 0.01 * s + g(s)})
     assert gains(rows, "phrase", 1.0, 1.0) == pytest.approx([0.01, 0.012])
+    # Pre-training axis by hand: paired differences 0.000 and 0.001 → mean 0.0005, s.e. 0.0005.
+    g = growth(rows, ["phrase"], (1.0, 1.0), (0.125, 1.0))
+    assert g["growth"] == pytest.approx(0.0005) and g["se"] == pytest.approx(0.0005) and g["n"] == 2
     text, nums = verdict(rows, cfg)
-    assert text.startswith("HOLDS") and nums["gain_small"] == pytest.approx(0.101)
-    flipped = [{**r, "mean_acc": 1 - r["mean_acc"]} if r["variant"] == "phrase" else {**r, "mean_acc": 1 - r["mean_acc"]} for r in rows]
-    assert verdict(flipped, cfg)[0].startswith("DOES NOT HOLD")
+    assert {axis: n["verdict"] for axis, n in nums.items()} == {"pre-training": "NOT SHOWN", "fine-tuning": "HOLDS", "both": "DOES NOT HOLD"}
+    assert nums["fine-tuning"]["gain_small"] == pytest.approx(0.101) and text.startswith("holds along 1 of 3")
+    one_seed = ExperimentConfig(variants=["none", "phrase"], pretrain_fractions=[1.0, 0.125], finetune_fractions=[1.0], seeds=[0])
+    assert verdict([r for r in rows if r["seed"] == 0 and r["finetune_fraction"] == 1.0], one_seed)[1]["pre-training"]["verdict"].startswith("INCONCLUSIVE")
+    assert verdict(rows, ExperimentConfig(variants=["phrase"]))[0].startswith("not testable")
+
+
+def test_runs_are_reused_only_with_the_same_settings(tmp_path):
+    import shutil
+
+    from trainer.experiment import needs_run
+
+    work = tmp_path / "work"
+    pre, ft = work / "pretrain" / "a", work / "finetune" / "a"
+    pre_cmd = lambda steps, threads="2": ["python", "-m", "trainer.train", "--out", str(pre), "--steps", steps, "--cpu-threads", threads]  # noqa: E731
+    ft_cmd = lambda lr: ["python", "-m", "trainer.finetune_rec", "--init", str(pre), "--lr", lr]  # noqa: E731
+    assert needs_run(pre_cmd("10"), work, pre, complete=False)
+    (pre / "latest.json").write_text("{}")  # stands for a finished run
+    assert not needs_run(pre_cmd("10"), work, pre, complete=True)
+    assert not needs_run(pre_cmd("10", threads="1"), work, pre, complete=True)  # the thread count is not a setting
+    assert needs_run(pre_cmd("10"), work, pre, complete=False)  # same settings, unfinished: kept, to resume
+    assert (pre / "latest.json").exists()
+    assert needs_run(ft_cmd("1e-3"), work, ft, complete=False, upstream=pre)
+    (ft / "results.json").write_text("{}")
+    assert not needs_run(ft_cmd("1e-3"), work, ft, complete=True, upstream=pre)
+    assert needs_run(ft_cmd("2e-4"), work, ft, complete=True, upstream=pre)  # another learning rate
+    assert not (ft / "results.json").exists()  # the stale result is gone
+    (ft / "results.json").write_text("{}")
+    # A copied work directory keeps its runs: paths inside it are recorded relative to it.
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy)
+    moved = lambda cmd: [a.replace(str(work), str(copy)) for a in cmd]  # noqa: E731
+    assert not needs_run(moved(ft_cmd("2e-4")), copy, copy / "finetune" / "a", complete=True, upstream=copy / "pretrain" / "a")
+    assert needs_run(pre_cmd("20"), work, pre, complete=True)  # pre-training redone…
+    assert not (pre / "latest.json").exists()  # …from scratch, not resumed from the other settings' checkpoint
+    assert needs_run(ft_cmd("2e-4"), work, ft, complete=True, upstream=pre)  # and so is the fine-tuning made from it
 
 
 @pytest.mark.slow
@@ -233,5 +321,6 @@ def test_experiment_micro_grid(tmp_path):
     assert "grounding, phrase level" in md and "precision" in md and "Verdict" in md
     assert (work / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((work / "pretrain" / "phrase_pfull_s0" / "latest.json").read_text())["step"] == 2
+    assert all(r["mean_acc_swapped_text"] != "" for r in rows) and "swapped" in md
     quality = json.loads((work / "experiment.json").read_text())["label_quality"]["1.0"]
     assert 0.0 < quality["precision"] <= 1.0 and 0.0 < quality["recall"] <= 1.0  # read from the labels manifest

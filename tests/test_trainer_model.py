@@ -123,3 +123,15 @@ def test_checkpoint_roundtrip_keeps_tied_weights_and_optimizer(corpus, tok, tmp_
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"])
+
+
+@pytest.mark.parametrize("phrase_repr", ["lstm", "mean"])
+def test_grounding_score_regions_equals_scoring_every_pair(phrase_repr):
+    from trainer.models.heads import GroundingHead
+
+    torch.manual_seed(0)
+    head = GroundingHead(16, 12, 8, phrase_repr).eval()
+    text, regions = torch.randn(3, 9, 16), torch.randn(3, 5, 12)
+    start, end = torch.tensor([1, 1, 2]), torch.tensor([4, 8, 3])
+    pairs = head(text, regions, start[:, None].expand(3, 5), end[:, None].expand(3, 5), torch.arange(5).expand(3, 5))
+    torch.testing.assert_close(head.score_regions(text, regions, start, end), pairs)

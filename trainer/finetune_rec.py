@@ -1,21 +1,28 @@
 """Fine-tune a pre-trained encoder for referring-expression comprehension and evaluate it (RefCOCO+ protocol).
 
     python -m trainer.finetune_rec --refer DIR/refer --regions REGIONS --init RUN_OR_CKPT --out OUT \\
-        [--train-fraction 0.125] [--seed 0] [--steps 300] [--lr 1e-4]
+        [--head grounding] [--train-fraction 0.125] [--seed 0] [--steps 400] [--lr 1e-3]
     python -m trainer.finetune_rec ... --init none --model-config RUN/config.json   # no pre-training
 
 The model is the pre-training encoder (same class, weights loaded from the checkpoint's
-safetensors) plus a region-scoring head: ``score(r) = w · dropout(h_r) + b`` on each proposal's
-output token, as ViLBERT does for RefCOCO+. The expression is the text, the image's detector
-proposals are the regions; the loss is softmax cross-entropy over the proposals against the
-proposal with the highest IoU with the ground-truth box (a hard target; expressions whose best
-proposal is below 0.5 IoU still train towards their closest proposal). The pre-training heads are
-dropped. Training runs on ``train`` (or a seeded ``--train-fraction`` of its expressions) for a fixed
-number of steps (AdamW, linear warm-up then linear decay); the final model is evaluated on
-``val``/``testA``/``testB`` with :mod:`trainer.rec_metrics` (no checkpoint selection on val).
+safetensors) plus a region scorer over each proposal's output token, one of two (``--head``):
+
+- ``linear``: ``score(r) = w · dropout(h_r) + b``, new weights, as ViLBERT does for RefCOCO+;
+- ``grounding``: the pre-training grounding head ``f_align(phrase, region)`` with the whole
+  expression as the phrase, weights from the checkpoint, so the region-phrase alignment the
+  grounding loss taught is carried into fine-tuning instead of being thrown away.
+
+The expression is the text, the image's detector proposals are the regions; the loss is softmax
+cross-entropy over the proposals against the proposal with the highest IoU with the ground-truth box
+(a hard target; expressions whose best proposal is below 0.5 IoU still train towards their closest
+proposal). The other pre-training heads are dropped. Training runs on ``train`` (or a seeded
+``--train-fraction`` of its expressions) for a fixed number of steps (AdamW, linear warm-up then
+linear decay); the final model is evaluated on ``val``/``testA``/``testB`` with
+:mod:`trainer.rec_metrics` (no checkpoint selection on val).
 
 Writes ``OUT/results.json`` (accuracies per split at IoU ≥ 0.5 and > 0.5, oracle upper bound,
-accuracy by what the expression needs, when the corpus records it) and ``OUT/predictions.jsonl``.
+the swapped-text control, accuracy by what the expression needs when the corpus records it) and
+``OUT/predictions.jsonl``.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import logging
 import math
 import os
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,7 @@ from schemas.records import RegionRecord
 from trainer.checkpoint import latest_checkpoint, load_checkpoint
 from trainer.config import TrainConfig, apply_overrides
 from trainer.models import build_model
+from trainer.models.heads import GroundingHead
 from trainer.rec_metrics import rec_accuracy
 from trainer.refer import PICKLE_RISK, SPLITS, Expression, check_joined, read_proposals, read_refer
 from trainer.text import load_tokenizer
@@ -46,6 +55,7 @@ from trainer.train import make_optimizer
 
 log = logging.getLogger("trainer.finetune_rec")
 EVAL_SPLITS = ("val", "testA", "testB")
+HEADS = ("linear", "grounding")
 
 
 @dataclass
@@ -63,6 +73,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     warmup_frac: float = 0.1
     head_dropout: float = 0.1
+    head: str = "linear"  # "linear" (ViLBERT's) | "grounding" (the pre-trained f_align, expression as phrase)
     max_regions: int = 0  # 0: the pre-training config's max_regions
     allow_pickle: bool = False
     device: str = "auto"
@@ -75,19 +86,32 @@ class FinetuneConfig:
 
 
 class RECModel(nn.Module):
-    """Pre-trained encoder + one linear score per region token."""
+    """Pre-trained encoder + a score per region token.
 
-    def __init__(self, encoder: nn.Module, dropout: float = 0.1):
+    ``head="linear"``: ``score(r) = w · dropout(h_r) + b`` (ViLBERT's RefCOCO+ head; new weights).
+    ``head="grounding"``: the pre-training grounding head ``f_align`` scores (expression, region) with
+    the whole expression as the phrase, so what the grounding loss trained is kept, not dropped. Its
+    weights come from the checkpoint whatever the variant (untrained, as initialised, when λ_gnd = 0).
+    """
+
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1, grounding: GroundingHead | None = None):
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
-        self.score = nn.Linear(encoder.visual_dim, 1)
+        self.grounding = grounding
+        self.score = nn.Linear(encoder.visual_dim, 1) if grounding is None else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B, R]``; padding regions get ``-inf`` so softmax and argmax ignore them."""
         enc = self.encoder(batch["input_ids"], batch["text_mask"], batch["feat"], batch["boxes"], batch["region_mask"])
-        logits = self.score(self.dropout(enc.regions)).squeeze(-1).float()
-        return logits.masked_fill(~batch["region_mask"], float("-inf"))
+        regions = self.dropout(enc.regions)  # [B, R, Hv]
+        if self.grounding is None:
+            logits = self.score(regions).squeeze(-1)
+        else:
+            # The phrase is the expression without [CLS] and [SEP]: tokens [1, n - 1).
+            n = batch["text_mask"].sum(1)  # [B]
+            logits = self.grounding.score_regions(enc.text, regions, torch.ones_like(n), (n - 1).clamp(min=2))
+        return logits.float().masked_fill(~batch["region_mask"], float("-inf"))
 
 
 def resolve_init(init: str, model_config: str = "") -> tuple[TrainConfig, Path | None]:
@@ -107,15 +131,18 @@ def resolve_init(init: str, model_config: str = "") -> tuple[TrainConfig, Path |
     return apply_overrides(TrainConfig(), saved, str(state_file)), ckpt
 
 
-def build_rec_model(cfg: TrainConfig, ckpt: Path | None, feat_dim: int, num_classes: int, vocab: int, dropout: float) -> RECModel:
-    """Build the pre-training model class, load the checkpoint into it, keep its encoder."""
+def build_rec_model(cfg: TrainConfig, ckpt: Path | None, feat_dim: int, num_classes: int, vocab: int, dropout: float,
+                    head: str = "linear") -> RECModel:
+    """Build the pre-training model class, load the checkpoint into it, keep its encoder (and grounding head)."""
+    if head not in HEADS:
+        raise ValueError(f"REC head {head!r} is not one of {HEADS}")
     model = build_model(cfg, feat_dim, num_classes, vocab)
     if ckpt is not None:
         try:
             load_checkpoint(ckpt, model)
         except RuntimeError as e:  # shape mismatch: other feature width, class count or vocabulary
             raise ValueError(f"{ckpt}: weights do not fit a model for these regions ({feat_dim}-d features, {num_classes} classes): {e}") from e
-    return RECModel(model.encoder, dropout)
+    return RECModel(model.encoder, dropout, model.grounding if head == "grounding" else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,8 +264,31 @@ def predict(model: RECModel, examples: list[dict[str, Any]], device: torch.devic
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def evaluate(model: RECModel, examples: list[dict[str, Any]], proposals: dict[str, RegionRecord], device: torch.device) -> tuple[dict[str, Any], list[dict]]:
-    """Metrics per split, per (split, need), and one prediction line per expression."""
+def swap_texts(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The control for "does the model read the expression?": each example with the text of another
+    expression of the same image that names a different object (the next such one in order, wrapping
+    round), its target unchanged. Examples whose image has no such expression are left out."""
+    by_image: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_image[ex["expr"].image_id].append(i)
+    out = []
+    for i, ex in enumerate(examples):
+        e = ex["expr"]
+        others = [j for j in by_image[e.image_id] if not np.array_equal(examples[j]["expr"].gt_box, e.gt_box)]
+        if others:
+            j = next((j for j in others if j > i), others[0])
+            out.append({**ex, "input_ids": examples[j]["input_ids"]})
+    return out
+
+
+def evaluate(model: RECModel, examples: list[dict[str, Any]], proposals: dict[str, RegionRecord], device: torch.device,
+             control: bool = False) -> tuple[dict[str, Any], list[dict]]:
+    """Metrics per split, per (split, need), and one prediction line per expression.
+
+    With ``control``, each split also gets ``acc_swapped_text``: accuracy against the true target when
+    the expression is swapped for one naming another object of the image (:func:`swap_texts`). A
+    model that reads the text falls far below ``acc``; one that only ranks objectness does not.
+    """
     pred = predict(model, examples, device)
     exprs = [ex["expr"] for ex in examples]
     boxes = [proposals[e.image_id].boxes for e in exprs]
@@ -253,6 +303,15 @@ def evaluate(model: RECModel, examples: list[dict[str, Any]], proposals: dict[st
             metrics[split]["by_need"] = {
                 n: rec_accuracy(pred_boxes[[i for i in sel if n in exprs[i].needs]], gt[[i for i in sel if n in exprs[i].needs]]) for n in needs
             }
+    if control:
+        swapped = swap_texts(examples)
+        swapped_pred = predict(model, swapped, device)
+        for split in metrics:
+            sel = [i for i, ex in enumerate(swapped) if ex["expr"].split == split]
+            if sel:
+                pb = np.stack([proposals[swapped[i]["expr"].image_id].boxes[swapped_pred[i]] for i in sel])
+                m = rec_accuracy(pb, np.stack([swapped[i]["expr"].gt_box for i in sel]))
+                metrics[split]["acc_swapped_text"], metrics[split]["n_swapped_text"] = m["acc"], m["n"]
     lines = [
         {"sent_id": e.sent_id, "split": e.split, "pred": int(p), "iou": float(box_iou(pb[None], e.gt_box[None])[0, 0])}
         for e, p, pb in zip(exprs, pred, pred_boxes)
@@ -285,9 +344,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     log.info("%d train expressions (fraction %g of %d), %d to evaluate, init %s", len(train_ex), cfg.train_fraction, len(train_exprs), len(eval_ex), ckpt or "random")
 
     torch.manual_seed(cfg.seed)
-    model = build_rec_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout).to(device)
+    model = build_rec_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout, cfg.head).to(device)
     losses = fit(model, train_ex, cfg, device)
-    metrics, lines = evaluate(model, eval_ex, proposals, device)
+    metrics, lines = evaluate(model, eval_ex, proposals, device, control=True)
     train_metrics, _ = evaluate(model, train_ex, proposals, device)
     results = {
         "config": asdict(cfg),
@@ -304,7 +363,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "predictions.jsonl", "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
     _write_atomic(out / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
-    log.info("%s", " | ".join(f"{s} acc {m['acc']:.3f} (>0.5: {m['acc_strict']:.3f}, oracle {m['oracle']:.3f})" for s, m in metrics.items()))
+    log.info("%s", " | ".join(f"{s} acc {m['acc']:.3f} (>0.5: {m['acc_strict']:.3f}, oracle {m['oracle']:.3f}, "
+                              f"swapped text {m.get('acc_swapped_text', float('nan')):.3f})" for s, m in metrics.items()))
     return results
 
 
@@ -330,6 +390,7 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
     ap.add_argument("--warmup-frac", type=float, default=d.warmup_frac)
     ap.add_argument("--head-dropout", type=float, default=d.head_dropout)
+    ap.add_argument("--head", default=d.head, choices=HEADS, help="region scorer: linear on region tokens (ViLBERT), or the pre-trained grounding head")
     ap.add_argument("--max-regions", type=int, default=d.max_regions, help="0: the pre-training config's")
     ap.add_argument("--allow-pickle", action="store_true", help=f"read refs(unc).p when there is no refs.json: {PICKLE_RISK}")
     ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))

@@ -87,4 +87,15 @@ class GroundingHead(nn.Module):
         # text [B, T, Ht], regions [B, R, Hv], start/end/region_idx [B, K] → logits [B, K]
         p = self.p_proj(self.phrases(text, start, end))
         r = self.r_proj(torch.gather(regions, 1, region_idx.unsqueeze(-1).expand(-1, -1, regions.shape[-1])))
+        return self.pair_score(p, r)
+
+    def score_regions(self, text, regions, start, end) -> torch.Tensor:
+        # One phrase per example against every region (REC): text [B, T, Ht], regions [B, R, Hv],
+        # start/end [B] → logits [B, R]. The phrase is encoded once, not once per region.
+        p = self.p_proj(self.phrases(text, start.view(-1, 1), end.view(-1, 1)))  # [B, 1, D]
+        r = self.r_proj(regions)  # [B, R, D]
+        return self.pair_score(p.expand_as(r), r)
+
+    def pair_score(self, p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        # p, r [B, K, D] → [B, K]
         return self.score(self.f_align(torch.cat([p, r, p * r], dim=-1))).squeeze(-1)
