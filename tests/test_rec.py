@@ -266,6 +266,9 @@ def test_gains_and_verdict_by_hand():
     # Pre-training axis by hand: paired differences 0.000 and 0.001 → mean 0.0005, s.e. 0.0005.
     g = growth(rows, ["phrase"], (1.0, 1.0), (0.125, 1.0))
     assert g["growth"] == pytest.approx(0.0005) and g["se"] == pytest.approx(0.0005) and g["n"] == 2
+    # A second variant in the same seeds shares their 'none' runs: still 2 replicates, not 4.
+    twin = rows + [{**r, "variant": "token"} for r in rows if r["variant"] == "phrase"]
+    assert growth(twin, ["phrase", "token"], (1.0, 1.0), (0.125, 1.0)) == pytest.approx(g)
     text, nums = verdict(rows, cfg)
     assert {axis: n["verdict"] for axis, n in nums.items()} == {"pre-training": "NOT SHOWN", "fine-tuning": "HOLDS", "both": "DOES NOT HOLD"}
     assert nums["fine-tuning"]["gain_small"] == pytest.approx(0.101) and text.startswith("holds along 1 of 3")

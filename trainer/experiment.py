@@ -410,21 +410,24 @@ def gains(rows: list[dict], variant: str, pf: float, ff: float, key: str = "mean
 def growth(rows: list[dict], variants: list[str], big: tuple[float, float], small: tuple[float, float]) -> dict[str, float]:
     """How much the gain over ``none`` grows from cell ``big`` to cell ``small`` (each ``(pf, ff)``).
 
-    Paired: one difference ``gain(v, small, seed) - gain(v, big, seed)`` per (grounding variant, seed),
-    so differences between variants do not count as noise; ``se`` is the standard error of their mean.
+    Paired by seed: for each seed, ``gain(v, small) - gain(v, big)`` averaged over the grounding
+    variants; ``se`` is the standard error of the mean over seeds. The seed is the unit of
+    replication because every variant's gain in a seed shares that seed's ``none`` run.
     """
-    diffs, g_big, g_small = [], [], []
+    per_seed: dict[int, list[tuple[float, float]]] = {}
     for v in variants:
         a = dict(zip((r["seed"] for r in _cell(rows, v, *big)), gains(rows, v, *big)))
         b = dict(zip((r["seed"] for r in _cell(rows, v, *small)), gains(rows, v, *small)))
-        for seed in sorted(a.keys() & b.keys()):
-            g_big.append(a[seed])
-            g_small.append(b[seed])
-            diffs.append(b[seed] - a[seed])
+        for seed in a.keys() & b.keys():
+            per_seed.setdefault(seed, []).append((a[seed], b[seed]))
+    if not per_seed:
+        return {"gain_big": float("nan"), "gain_small": float("nan"), "growth": float("nan"), "se": float("nan"), "n": 0}
+    g_big = [float(np.mean([x for x, _ in pairs])) for _, pairs in sorted(per_seed.items())]
+    g_small = [float(np.mean([y for _, y in pairs])) for _, pairs in sorted(per_seed.items())]
+    diffs = np.subtract(g_small, g_big)
     n = len(diffs)
-    se = float(np.std(diffs, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return {"gain_big": float(np.mean(g_big)) if n else float("nan"), "gain_small": float(np.mean(g_small)) if n else float("nan"),
-            "growth": float(np.mean(diffs)) if n else float("nan"), "se": se, "n": n}
+    return {"gain_big": float(np.mean(g_big)), "gain_small": float(np.mean(g_small)), "growth": float(np.mean(diffs)),
+            "se": float(np.std(diffs, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "n": n}
 
 
 def verdict(rows: list[dict], cfg: ExperimentConfig) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -457,7 +460,7 @@ def verdict(rows: list[dict], cfg: ExperimentConfig) -> tuple[str, dict[str, dic
         less = {"pre-training": f"pre-training data {_frac(cell[0])}", "fine-tuning": f"fine-tuning data {_frac(cell[1])}",
                 "both": f"pre-training {_frac(cell[0])} and fine-tuning {_frac(cell[1])}"}[axis]
         lines.append(f"- {less}: **{g['verdict']}**: mean gain {100 * g['gain_big']:+.1f} pts at full data → {100 * g['gain_small']:+.1f} pts; "
-                     f"growth {100 * g['growth']:+.1f} ± {100 * g['se']:.1f} pts (paired over {g['n']} variant×seed pairs, ± = 1 s.e.)")
+                     f"growth {100 * g['growth']:+.1f} ± {100 * g['se']:.1f} pts (± = 1 s.e. over {g['n']} seeds, paired)")
     held = sum(g["verdict"] == "HOLDS" for g in nums.values())
     return f"holds along {held} of {len(nums)} data axes\n\n" + "\n".join(lines), nums
 
