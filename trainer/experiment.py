@@ -401,10 +401,14 @@ def _pct(values: list[float | None]) -> str:
     return f"{100 * np.mean(vals):.1f}" if vals else "–"
 
 
-def gains(rows: list[dict], variant: str, pf: float, ff: float, key: str = "mean_acc") -> list[float]:
-    """Per-seed gain of ``variant`` over ``none`` in the same cell (paired by seed)."""
+def gains_by_seed(rows: list[dict], variant: str, pf: float, ff: float, key: str = "mean_acc") -> dict[int, float]:
+    """Gain of ``variant`` over ``none`` in the same cell, per seed that both have (paired by seed)."""
     base = {r["seed"]: r[key] for r in _cell(rows, "none", pf, ff)}
-    return [r[key] - base[r["seed"]] for r in _cell(rows, variant, pf, ff) if r["seed"] in base]
+    return {r["seed"]: r[key] - base[r["seed"]] for r in _cell(rows, variant, pf, ff) if r["seed"] in base}
+
+
+def gains(rows: list[dict], variant: str, pf: float, ff: float, key: str = "mean_acc") -> list[float]:
+    return list(gains_by_seed(rows, variant, pf, ff, key).values())
 
 
 def growth(rows: list[dict], variants: list[str], big: tuple[float, float], small: tuple[float, float]) -> dict[str, float]:
@@ -416,8 +420,7 @@ def growth(rows: list[dict], variants: list[str], big: tuple[float, float], smal
     """
     per_seed: dict[int, list[tuple[float, float]]] = {}
     for v in variants:
-        a = dict(zip((r["seed"] for r in _cell(rows, v, *big)), gains(rows, v, *big)))
-        b = dict(zip((r["seed"] for r in _cell(rows, v, *small)), gains(rows, v, *small)))
+        a, b = gains_by_seed(rows, v, *big), gains_by_seed(rows, v, *small)
         for seed in a.keys() & b.keys():
             per_seed.setdefault(seed, []).append((a[seed], b[seed]))
     if not per_seed:
