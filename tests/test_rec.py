@@ -325,5 +325,6 @@ def test_experiment_micro_grid(tmp_path):
     assert (work / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((work / "pretrain" / "phrase_pfull_s0" / "latest.json").read_text())["step"] == 2
     assert all(r["mean_acc_swapped_text"] != "" for r in rows) and "swapped" in md
+    assert all(0.0 <= float(r["mean_acc_swapped_text"]) <= 1.0 for r in rows)  # a measured value, not a NaN from a missing control
     quality = json.loads((work / "experiment.json").read_text())["label_quality"]["1.0"]
     assert 0.0 < quality["precision"] <= 1.0 and 0.0 < quality["recall"] <= 1.0  # read from the labels manifest

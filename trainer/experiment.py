@@ -324,9 +324,10 @@ def run_grid(cfg: ExperimentConfig, command: str = "") -> Path:
     if not pre_jobs and not ft_jobs and previous.exists():  # everything reused: keep the timing of the run that did the work
         timing = {**json.loads(previous.read_text())["timing"], "reused": True}
     plot(rows, cfg, work / "results.png")
-    md = write_markdown(rows, cfg, quality, timing, work / "results.md", command)
+    verdict_text, verdict_nums = verdict(rows, cfg)
+    md = write_markdown(rows, cfg, quality, timing, verdict_text, work / "results.md", command)
     (work / "experiment.json").write_text(json.dumps({"config": asdict(cfg), "timing": timing, "label_quality": {str(k): v for k, v in quality.items()},
-                                                      "verdict": verdict(rows, cfg)[1]},
+                                                      "verdict": verdict_nums},
                                                      indent=2, sort_keys=True) + "\n")
     log.info("wrote %s, %s, %s in %.0f s", work / "results.md", work / "results.csv", work / "results.png", timing["total_s"])
     return md
@@ -452,7 +453,7 @@ def verdict(rows: list[dict], cfg: ExperimentConfig) -> tuple[str, dict[str, dic
     for axis, cell in axes.items():
         g = growth(rows, grounding, full, cell)
         if not np.isfinite(g["se"]):
-            g["verdict"] = "INCONCLUSIVE (one seed)"
+            g["verdict"] = "INCONCLUSIVE (fewer than two seeds)"
         elif g["growth"] > 2 * g["se"]:
             g["verdict"] = "HOLDS"
         elif g["growth"] < -2 * g["se"]:
@@ -468,7 +469,8 @@ def verdict(rows: list[dict], cfg: ExperimentConfig) -> tuple[str, dict[str, dic
     return f"holds along {held} of {len(nums)} data axes\n\n" + "\n".join(lines), nums
 
 
-def write_markdown(rows: list[dict], cfg: ExperimentConfig, quality: dict[float, dict], timing: dict[str, Any], path: Path, command: str = "") -> Path:
+def write_markdown(rows: list[dict], cfg: ExperimentConfig, quality: dict[float, dict], timing: dict[str, Any], verdict_text: str,
+                   path: Path, command: str = "") -> Path:
     cells = [(pf, ff) for pf in cfg.pretrain_fractions for ff in cfg.finetune_fractions]
     variants = cfg.variants + (["scratch"] if cfg.scratch else [])
     n_seeds = len(cfg.seeds)
@@ -489,8 +491,7 @@ def write_markdown(rows: list[dict], cfg: ExperimentConfig, quality: dict[float,
     for v in cfg.variants:
         if v != "none":
             out.append(f"| {LABELS[v]} (`{v}`) | " + " | ".join(_ms(gains(rows, v, pf, ff)) for pf, ff in cells) + " |")
-    text, _ = verdict(rows, cfg)
-    out += ["", f"**Verdict (paper: gains grow as data shrinks):** {text}", ""]
+    out += ["", f"**Verdict (paper: gains grow as data shrinks):** {verdict_text}", ""]
     out += ["Control: does the model read the expression? Accuracy (%) when each expression is swapped for one naming "
             "another object of the same image, scored against the original target (mean of splits, mean ± std over seeds). "
             "A model that ignores the text scores as above; one that reads it falls towards 0.", "", head, "|" + "---|" * (len(cells) + 1)]

@@ -281,6 +281,16 @@ def swap_texts(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _predict_boxes(model: RECModel, examples: list[dict[str, Any]], proposals: dict[str, RegionRecord],
+                   device: torch.device) -> tuple[list[Expression], np.ndarray, np.ndarray, np.ndarray]:
+    """Expressions, predicted proposal index, its box ``[N, 4]`` and the ground-truth box ``[N, 4]``."""
+    pred = predict(model, examples, device)
+    exprs = [ex["expr"] for ex in examples]
+    pred_boxes = np.stack([proposals[e.image_id].boxes[p] for e, p in zip(exprs, pred)]) if exprs else np.zeros((0, 4), np.float32)
+    gt = np.stack([e.gt_box for e in exprs]) if exprs else np.zeros((0, 4), np.float32)
+    return exprs, pred, pred_boxes, gt
+
+
 def evaluate(model: RECModel, examples: list[dict[str, Any]], proposals: dict[str, RegionRecord], device: torch.device,
              control: bool = False) -> tuple[dict[str, Any], list[dict]]:
     """Metrics per split, per (split, need), and one prediction line per expression.
@@ -289,11 +299,8 @@ def evaluate(model: RECModel, examples: list[dict[str, Any]], proposals: dict[st
     the expression is swapped for one naming another object of the image (:func:`swap_texts`). A
     model that reads the text falls far below ``acc``; one that only ranks objectness does not.
     """
-    pred = predict(model, examples, device)
-    exprs = [ex["expr"] for ex in examples]
+    exprs, pred, pred_boxes, gt = _predict_boxes(model, examples, proposals, device)
     boxes = [proposals[e.image_id].boxes for e in exprs]
-    pred_boxes = np.stack([b[p] for b, p in zip(boxes, pred)]) if len(exprs) else np.zeros((0, 4), np.float32)
-    gt = np.stack([e.gt_box for e in exprs]) if exprs else np.zeros((0, 4), np.float32)
     metrics: dict[str, Any] = {}
     for split in sorted({e.split for e in exprs}, key=SPLITS.index):
         sel = [i for i, e in enumerate(exprs) if e.split == split]
@@ -304,13 +311,11 @@ def evaluate(model: RECModel, examples: list[dict[str, Any]], proposals: dict[st
                 n: rec_accuracy(pred_boxes[[i for i in sel if n in exprs[i].needs]], gt[[i for i in sel if n in exprs[i].needs]]) for n in needs
             }
     if control:
-        swapped = swap_texts(examples)
-        swapped_pred = predict(model, swapped, device)
+        s_exprs, _, s_pred_boxes, s_gt = _predict_boxes(model, swap_texts(examples), proposals, device)
         for split in metrics:
-            sel = [i for i, ex in enumerate(swapped) if ex["expr"].split == split]
+            sel = [i for i, e in enumerate(s_exprs) if e.split == split]
             if sel:
-                pb = np.stack([proposals[swapped[i]["expr"].image_id].boxes[swapped_pred[i]] for i in sel])
-                m = rec_accuracy(pb, np.stack([swapped[i]["expr"].gt_box for i in sel]))
+                m = rec_accuracy(s_pred_boxes[sel], s_gt[sel])
                 metrics[split]["acc_swapped_text"], metrics[split]["n_swapped_text"] = m["acc"], m["n"]
     lines = [
         {"sent_id": e.sent_id, "split": e.split, "pred": int(p), "iou": float(box_iou(pb[None], e.gt_box[None])[0, 0])}
