@@ -239,7 +239,9 @@ def test_language_writers():
         writers.flickr30k_sentence(text, [(0, 12, 1, "other"), (6, 20, 2, "other")])
     xml = writers.flickr30k_xml("1.png", 50, 40, [(1, np.array([0, 0, 10, 5], np.float32))])
     assert "<width>50</width><height>40</height>" in xml
-    assert "<xmin>0</xmin><ymin>0</ymin><xmax>9</xmax><ymax>4</ymax>" in xml  # inclusive pixel coords
+    assert "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>5</ymax>" in xml  # 1-based inclusive pixel coords
+    with pytest.raises(ValueError, match="token boundary"):
+        writers.flickr30k_sentence("a red circle, a square", [(0, 12, 1, "other")])
     with pytest.raises(ValueError, match="objects_id has shape"):
         rec = make_record(n=2)
         writers.lxmert_line(rec, np.zeros(3), np.zeros(2), np.zeros(2), np.zeros(2))
