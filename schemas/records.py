@@ -12,7 +12,9 @@ import numpy as np
 
 from schemas.boxes import box_problem
 
-SCHEMA_VERSION = "1.0"
+# 1.1: label shards store iou as float32 (1.0: float16, still read); region samples may carry
+# ``objects.npy``/``objects_conf.npy`` (a detector's top class, e.g. LXMERT's TSV) instead of ``cls.npy``.
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass
@@ -93,7 +95,8 @@ class ImageLabels:
     iou_threshold: float
     captions: list[dict[str, Any]]  # [{caption_id, text, phrases: [{text, start, end}]}]
     align: np.ndarray  # uint8 [P, N], 1 where max IoU >= threshold
-    iou: np.ndarray  # float16 [P, N], max IoU of the phrase's teacher boxes with the region
+    iou: np.ndarray  # float32 [P, N], max IoU of the phrase's teacher boxes with the region (the value `align`
+    # was thresholded on: float16 would round 0.4999 up to 0.5 and flip a re-thresholded pair)
     score: np.ndarray  # float16 [P, N], teacher confidence of the box giving that max IoU
     teacher: str = ""
 

@@ -178,7 +178,7 @@ def decode_region(members: dict[str, bytes], where: str = "") -> RegionRecord:
 def encode_labels(lab: ImageLabels) -> dict[str, bytes]:
     return {
         "align.npy": npy_bytes(lab.align.astype(np.uint8)),
-        "iou.npy": npy_bytes(lab.iou.astype(np.float16)),
+        "iou.npy": npy_bytes(lab.iou.astype(np.float32)),  # exact: re-thresholding must agree with align
         "score.npy": npy_bytes(lab.score.astype(np.float16)),
         "json": json_bytes(
             {

@@ -49,7 +49,7 @@ def test_label_shards_zip_with_region_shards_key_by_key(runs):
             p = sum(len(cap["phrases"]) for cap in lab.captions)
             assert lab.image_id == reg.image_id and lab.num_boxes == reg.num_boxes
             assert lab.align.shape == lab.iou.shape == lab.score.shape == (p, reg.num_boxes)
-            assert lab.align.dtype == np.uint8 and lab.iou.dtype == np.float16
+            assert lab.align.dtype == np.uint8 and lab.iou.dtype == np.float32
             np.testing.assert_array_equal(lab.align, (lab.iou >= 0.5) & (lab.score > 0))
             assert [cap["caption_id"] for cap in lab.captions] == sorted(cap["caption_id"] for cap in lab.captions)
             if reg.image_id in (c["no_caption"], c["no_cls"]):

@@ -217,3 +217,26 @@ def test_load_npy_refuses_structured_and_truncated():
         S.load_npy(good[:-3], "x.npy")
     with pytest.raises(S.ShardError, match="magic"):
         S.load_npy(b"PK\x03\x04" + good, "x.npy")
+
+
+def test_label_iou_is_stored_exactly_so_rethresholding_agrees_with_align(tmp_path):
+    """A pair at IoU 0.4999 is negative at 0.5; a float16 iou (0.5) would flip it when the trainer
+    re-thresholds. Old float16 shards still read."""
+    from pipelines.label_io import RegionInfo
+    from pipelines.labels import image_labels
+    from schemas.records import Phrase, PhraseRecord, TeacherBox, TeacherRecord
+    from trainer.sampling import positives
+
+    regions = np.array([[0, 0, 100, 100], [0, 0, 100, 60]], np.float32)
+    info = RegionInfo(0, "im0", "im0", 100, 100, regions, None)
+    phr = PhraseRecord("im0#0", "im0", "a square", [Phrase("a square", 0, 8)])
+    tea = TeacherRecord("im0#0", "im0", "fp", 1, [TeacherBox(0, (0.0, 0.0, 100.0, 49.99), 0.9)])
+    lab = image_labels(info, [(phr, tea)], 0.5, "fp")
+    assert lab.align.tolist() == [[0, 1]] and 0.4998 < lab.iou[0, 0] < 0.5
+    S.write_shard(tmp_path / "l.tar", {"im0": S.encode_labels(lab)})
+    (_, got), = S.iter_labels(tmp_path / "l.tar")
+    assert got.iou.dtype == np.float32
+    np.testing.assert_array_equal(positives(got.align, got.iou, 0.5), got.align)
+    old = S.encode_labels(lab)
+    old["iou.npy"] = S.npy_bytes(lab.iou.astype(np.float16))  # schema 1.0 layout
+    assert S.decode_labels(old, "old").iou.dtype == np.float16
