@@ -241,8 +241,10 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
     region_manifest = read_manifest(cfg.regions) or {}
     if cfg.teacher == "tag_similarity" and region_manifest.get("has_cls_prob") is False:
         raise ValueError(
-            f"{cfg.regions}: the region shards carry no cls_prob (BUTD TSV source?), which the tag_similarity teacher "
-            "needs; ingest regions from .npz/.npy, or pick another teacher"
+            f"{cfg.regions}: the region shards carry no detector classes (a plain BUTD TSV?), which the tag_similarity "
+            "teacher needs: ingest an LXMERT TSV (--lxmert: objects_id) or .npz/.npy with cls_prob, or use --teacher "
+            "grounding_dino/owlv2 (--teacher-arg model_dir=LOCAL_DIR, images beside the captions or --images DIR), or "
+            "oracle/simulated with --flickr30k ground truth"
         )
     return teacher, params, stage_fingerprints(cfg, teacher.fingerprint)
 

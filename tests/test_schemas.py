@@ -240,3 +240,18 @@ def test_label_iou_is_stored_exactly_so_rethresholding_agrees_with_align(tmp_pat
     old = S.encode_labels(lab)
     old["iou.npy"] = S.npy_bytes(lab.iou.astype(np.float16))  # schema 1.0 layout
     assert S.decode_labels(old, "old").iou.dtype == np.float16
+
+
+def test_region_with_detected_classes_is_stored_compactly_and_reads_as_a_distribution(tmp_path):
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
+    objects, conf = np.array([1599, 0]), np.array([0.75, 0.5], np.float32)
+    rec = RegionRecord("im0", 30, 30, boxes, np.ones((2, 4), np.float32), R.objects_to_cls(objects, conf, 1601), objects, conf)
+    assert R.region_problem(rec) is None
+    members = S.encode_region(rec)
+    assert "cls.npy" not in members and len(members["objects.npy"]) < 200  # not a dense 2 x 1601 matrix
+    got = S.decode_region(members, "x")
+    np.testing.assert_array_equal(got.objects, objects)
+    assert got.cls_prob.shape == (2, 1601) and got.cls_prob.dtype == np.float16
+    assert got.cls_prob[0, 1600] == np.float16(0.75) and got.cls_prob[0, 0] == np.float16(0.25) and got.cls_prob[1, 1] == np.float16(0.5)
+    rec.objects = np.array([1600, 0])
+    assert "objects_id 1600 lies outside the 1600-class vocabulary" in R.region_problem(rec)
