@@ -76,7 +76,7 @@ def _refer_entries(scene, index: int, split: str, counters: dict[str, int], file
                 "ann_id": ann["id"],
                 "category_id": ann["category_id"],
                 "image_id": index,
-                "file_name": file_name,
+                "file_name": f"{Path(file_name).stem}_{ann['id']}{Path(file_name).suffix}",  # REFER: image stem + _<ann_id>
                 "split": split,
                 "sent_ids": [s["sent_id"] for s in sentences],
                 "sentences": sentences,
