@@ -1,19 +1,29 @@
 """Flickr30k Entities files: ``Sentences/<id>.txt`` markup and ``Annotations/<id>.xml`` boxes.
 
-Markup: ``[/EN#18/people A man] in [/EN#19/clothing an orange hat]``; the plain sentence is the markup
-with brackets and tags removed, and each entity phrase keeps its character span in that sentence.
-XML boxes are inclusive pixel indices; they are returned here in the project's exclusive ``xyxy``.
+Read as the dataset's official parser reads them (``get_sentence_data`` / ``get_annotations`` in
+BryanPlummer/flickr30k_entities ``flickr30k_entities_utils.py``; tests/official_parsers.py holds a port
+that the tests compare against):
+
+* Markup: ``[/EN#18/people A man] in [/EN#19/clothing an orange hat] .``; sentences are tokenised
+  with spaces around punctuation, and the official parser splits on whitespace, so an entity starts
+  and ends at a token boundary. The plain sentence is the markup with brackets and tags removed
+  (tokens joined by single spaces, as the official parser returns it); each entity phrase keeps its
+  character span in that sentence.
+* XML boxes are 1-based inclusive pixel coordinates (Pascal VOC style): the official parser
+  subtracts 1 from each. Here ``[xmin-1, ymin-1, xmax, ymax]`` is the project's exclusive ``xyxy``
+  (0-based inclusive end + 1). The XML is parsed with ``defusedxml`` (no entity expansion, no DTDs).
 """
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import remote_io
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as ET
 
 from schemas.boxes import inclusive_to_exclusive
 
@@ -40,7 +50,9 @@ class GroundTruthSentence:
 
 
 def parse_sentence(markup: str) -> GroundTruthSentence:
-    """One markup line → plain text and entity phrase spans."""
+    """One markup line → plain text and entity phrase spans. Whitespace runs collapse to one space,
+    as the official parser's ``split()`` + ``' '.join`` does."""
+    markup = " ".join(markup.split())
     out: list[str] = []
     phrases: list[EntityPhrase] = []
     pos = 0
@@ -66,7 +78,8 @@ def read_sentences(path: str | Path) -> list[GroundTruthSentence]:
 
 
 def read_annotation(path: str | Path) -> tuple[tuple[int, int], dict[str, np.ndarray]]:
-    """``((width, height), {entity_id: float32 [K, 4] exclusive xyxy})``; entities without a box are absent."""
+    """``((width, height), {entity_id: float32 [K, 4] exclusive xyxy})``; entities without a box
+    (``<nobndbox>``, ``<scene>``) are absent. XML coordinates are 1-based inclusive."""
     if not remote_io.exists(path):
         raise Flickr30kError(f"{path}: no such Annotations file")
     try:
@@ -78,10 +91,10 @@ def read_annotation(path: str | Path) -> tuple[tuple[int, int], dict[str, np.nda
             bb = obj.find("bndbox")
             if bb is None:
                 continue  # scene / nobndbox entities have no box
-            box = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            box = [float(bb.findtext(k)) - 1.0 for k in ("xmin", "ymin", "xmax", "ymax")]  # 1-based → 0-based
             for name in obj.findall("name"):
                 boxes.setdefault(name.text.strip(), []).append(box)
-    except (ET.ParseError, TypeError, ValueError, AttributeError) as e:
+    except (ET.ParseError, DefusedXmlException, TypeError, ValueError, AttributeError) as e:
         raise Flickr30kError(f"{path}: malformed Flickr30k annotation: {e}") from e
     return wh, {k: inclusive_to_exclusive(np.asarray(v, np.float32)) for k, v in boxes.items()}
 

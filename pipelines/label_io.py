@@ -80,16 +80,16 @@ class ReadCaptions(beam.PTransform):
     spread across workers.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, image_id: str = "stem", id_map: dict[str, str] | None = None):
         super().__init__()
-        self.path = path
+        self.path, self.image_id, self.id_map = path, image_id, id_map
 
     def expand(self, p):
         def split(item):
             tag, value = item
             yield value if tag == "caption" else beam.pvalue.TaggedOutput("dead", value)
 
-        rows = p | "File" >> beam.Create([self.path]) | "Rows" >> beam.FlatMap(read_captions)
+        rows = p | "File" >> beam.Create([self.path]) | "Rows" >> beam.FlatMap(read_captions, self.image_id, self.id_map)
         parts = rows | "Split" >> beam.FlatMap(split).with_outputs("dead", main="captions")
         return {"captions": parts.captions | "Spread" >> beam.Reshuffle(), "dead": parts.dead}
 

@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import remote_io
+from pipelines.captions import load_id_map, resolve_image_id
 from pipelines.label_io import (
     COUNTS_NAME,
     STATS_NAME,
@@ -71,6 +72,8 @@ class LabelConfig:
     phrases: PhraseConfig = field(default_factory=PhraseConfig)
     teacher_batch_size: int = 64
     force: bool = False
+    image_id: str = "auto"  # caption → region key: auto | stem | int (schemas.image_ids); plan_labels resolves auto
+    id_map: str = ""  # mapping file (COCO instances JSON or TSV stem<TAB>id); overrides image_id
 
 
 def read_manifest(directory: str) -> dict[str, Any] | None:
@@ -96,7 +99,9 @@ def _regions_fingerprint(regions: str) -> str:
 
 
 def stage_fingerprints(cfg: LabelConfig, teacher_fp: str) -> dict[str, str]:
-    phrases = fingerprint("phrases", remote_io.content_digest(cfg.captions), cfg.phrases.fingerprint_params())
+    # The image key renames every caption's image; "stem" (the historical key) leaves fingerprints as they were.
+    key = [] if cfg.image_id in ("stem", "auto") and not cfg.id_map else [cfg.image_id, remote_io.content_digest(cfg.id_map) if cfg.id_map else ""]
+    phrases = fingerprint("phrases", remote_io.content_digest(cfg.captions), cfg.phrases.fingerprint_params(), *key)
     teacher = fingerprint("teacher", phrases, _regions_fingerprint(cfg.regions), teacher_fp, cfg.images or "")
     labels = fingerprint("labels", teacher, cfg.iou_threshold, bool(cfg.flickr30k))
     return {"phrases": phrases, "teacher": teacher, "labels": labels}
@@ -146,7 +151,7 @@ def build_pipeline(
     num_shards = len(region_shards(cfg.regions))
 
     # phrases
-    caps = p | "ReadCaptions" >> ReadCaptions(cfg.captions)
+    caps = p | "ReadCaptions" >> ReadCaptions(cfg.captions, cfg.image_id, load_id_map(cfg.id_map))
     if run["phrases"]:
         phr = caps["captions"] | "ExtractPhrases" >> ExtractPhrases(cfg.phrases)
         _ = (
@@ -241,9 +246,13 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
     region_manifest = read_manifest(cfg.regions) or {}
     if cfg.teacher == "tag_similarity" and region_manifest.get("has_cls_prob") is False:
         raise ValueError(
-            f"{cfg.regions}: the region shards carry no cls_prob (BUTD TSV source?), which the tag_similarity teacher "
-            "needs; ingest regions from .npz/.npy, or pick another teacher"
+            f"{cfg.regions}: the region shards carry no detector classes (a plain BUTD TSV?), which the tag_similarity "
+            "teacher needs: ingest an LXMERT TSV (--lxmert: objects_id) or .npz/.npy with cls_prob, or use --teacher "
+            "grounding_dino/owlv2 (--teacher-arg model_dir=LOCAL_DIR, images beside the captions or --images DIR), or "
+            "oracle/simulated with --flickr30k ground truth"
         )
+    # Which key joins captions to region samples, checked on the data (an error names both sides).
+    cfg.image_id = resolve_image_id(cfg.captions, region_shards(cfg.regions), cfg.image_id, load_id_map(cfg.id_map))
     return teacher, params, stage_fingerprints(cfg, teacher.fingerprint)
 
 
@@ -351,6 +360,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
     ap.add_argument("--keep-abstract-heads", action="store_true")
     ap.add_argument("--teacher-batch-size", type=int, default=64)
     ap.add_argument("--force", action="store_true", help="re-run even if a complete manifest matches")
+    ap.add_argument("--image-id", default="auto", choices=("auto", "stem", "int"),
+                    help="how a caption url names its region sample: file stem, the integer at its end (COCO ids, as BUTD's "
+                         "COCO TSV writes), or auto (whichever joins)")
+    ap.add_argument("--id-map", default="", help="mapping file url stem → region image_id: COCO instances JSON or TSV stem<TAB>id")
     args, beam_args = ap.parse_known_args(argv)
     targs: dict[str, Any] = {}
     for kv in args.teacher_arg:
@@ -374,6 +387,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
         ),
         teacher_batch_size=args.teacher_batch_size,
         force=args.force,
+        image_id=args.image_id,
+        id_map=args.id_map,
     )
     return cfg, beam_args
 
@@ -385,7 +400,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg, beam_args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    manifests = run_labels(cfg, beam_args)
+    try:
+        manifests = run_labels(cfg, beam_args)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
     print(summary(manifests))
 
 

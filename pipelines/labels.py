@@ -42,7 +42,7 @@ def image_labels(
         iou_threshold=threshold,
         captions=meta,
         align=np.concatenate(aligns),
-        iou=np.concatenate(ious).astype(np.float16),
+        iou=np.concatenate(ious).astype(np.float32),
         score=np.concatenate(scores).astype(np.float16),
         teacher=teacher,
     )

@@ -13,8 +13,11 @@ bad *request* (reading a pickled ``.npy`` without ``allow_pickle=True``).
 Box convention: BUTD / py-faster-rcnn / maskrcnn-benchmark write *inclusive* pixel boxes, and the
 ViLBERT / MMF ``.npy`` files come from those extractors, so ``inclusive=True`` is the default
 everywhere; pass ``inclusive=False`` for files already in the exclusive (torchvision) convention.
-LXMERT's ``objects_id/objects_conf/attrs_id/attrs_conf`` are validated but not kept (region shards
-hold ``cls.npy`` only when the source has a full class distribution).
+LXMERT's ``objects_id``/``objects_conf`` (the detector's top class, 0-based into ``objects_vocab.txt``)
+become the record's ``objects``/``objects_conf`` and a class distribution built from them
+(:func:`schemas.records.objects_to_cls`, ``num_classes`` = 1 + vocabulary, VG's 1601 by default), so
+the tag-similarity teacher and masked region classification work on LXMERT features;
+``attrs_id``/``attrs_conf`` are validated but not kept.
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from schemas.boxes import inclusive_to_exclusive
-from schemas.records import RegionRecord, region_problem
+from schemas.records import RegionRecord, objects_to_cls, region_problem
 from pipelines.region_formats import (
     BUTD_FIELDS,
     LXMERT_FIELDS,
     MMF_INFO_SUFFIX,
+    LXMERT_NUM_CLASSES,
     PICKLE_RISK,
     array_b64,
     raise_csv_field_limit,
@@ -76,8 +80,11 @@ def _finish(rec: RegionRecord, source: str, inclusive: bool) -> RegionRecord | R
 # Bottom-up-attention TSV (and LXMERT's variant)
 
 
-def parse_butd_line(line: str, source: str, lxmert: bool = False, inclusive: bool = True) -> RegionRecord | Rejected:
-    """One TSV line → record or rejection. ``source`` (e.g. ``"regions.tsv:17"``) goes into rejections."""
+def parse_butd_line(
+    line: str, source: str, lxmert: bool = False, inclusive: bool = True, num_classes: int = LXMERT_NUM_CLASSES
+) -> RegionRecord | Rejected:
+    """One TSV line → record or rejection. ``source`` (e.g. ``"regions.tsv:17"``) goes into rejections.
+    ``num_classes``: LXMERT only, 1 + the vocabulary ``objects_id`` indexes."""
     names = LXMERT_FIELDS if lxmert else BUTD_FIELDS
     try:
         fields = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"))
@@ -99,14 +106,23 @@ def parse_butd_line(line: str, source: str, lxmert: bool = False, inclusive: boo
         feats = array_b64(row["features"], np.float32, "features")
         if n == 0 or feats.size % n:
             return Rejected(record_id, source, f"num_boxes is {n} but the features field holds {feats.size} values, not a multiple of it")
+        extra = {}
         if lxmert:
             for name, dtype in (("objects_id", np.int64), ("objects_conf", np.float32), ("attrs_id", np.int64), ("attrs_conf", np.float32)):
-                a = array_b64(row[name], dtype, name)
+                extra[name] = a = array_b64(row[name], dtype, name)
                 if a.size != n:
                     return Rejected(record_id, source, f"num_boxes is {n} but {name} holds {a.size} values")
     except ValueError as e:
         return Rejected(record_id, source, str(e))
     rec = RegionRecord(image_id, w, h, boxes.reshape(n, 4), feats.reshape(n, -1))
+    if lxmert:
+        ids, conf = extra["objects_id"], extra["objects_conf"]
+        bad = ids[(ids < 0) | (ids >= num_classes - 1)]
+        if bad.size:
+            return Rejected(record_id, source, f"objects_id {int(bad[0])} lies outside the {num_classes - 1}-class vocabulary "
+                            "(0-based; pass the objects_vocab.txt the extractor used)")
+        rec.objects, rec.objects_conf = ids, conf
+        rec.cls_prob = objects_to_cls(ids, conf, num_classes)
     return _finish(rec, source, inclusive)
 
 
@@ -115,13 +131,15 @@ def is_blank(raw: bytes) -> bool:
     return not raw.strip()
 
 
-def parse_butd_bytes(raw: bytes, source: str, lxmert: bool = False, inclusive: bool = True) -> RegionRecord | Rejected:
+def parse_butd_bytes(
+    raw: bytes, source: str, lxmert: bool = False, inclusive: bool = True, num_classes: int = LXMERT_NUM_CLASSES
+) -> RegionRecord | Rejected:
     """Like :func:`parse_butd_line` for an undecoded line; a line that is not UTF-8 is rejected."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         return Rejected(f"<{source}>", source, f"line is not valid UTF-8 ({e.reason} at byte {e.start})")
-    return parse_butd_line(text, source, lxmert, inclusive)
+    return parse_butd_line(text, source, lxmert, inclusive, num_classes)
 
 
 def iter_lines(path: str | os.PathLike, start: int = 0, end: int | None = None, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
@@ -139,11 +157,13 @@ def iter_lines(path: str | os.PathLike, start: int = 0, end: int | None = None, 
             line_no += 1
 
 
-def read_butd_tsv(path: str | os.PathLike, lxmert: bool = False, inclusive: bool = True) -> Iterator[RegionRecord | Rejected]:
+def read_butd_tsv(
+    path: str | os.PathLike, lxmert: bool = False, inclusive: bool = True, num_classes: int = LXMERT_NUM_CLASSES
+) -> Iterator[RegionRecord | Rejected]:
     """Stream a whole TSV file, one record or rejection per non-blank line (blank lines are skipped)."""
     for line_no, raw in iter_lines(path):
         if not is_blank(raw):
-            yield parse_butd_bytes(raw, f"{path}:{line_no}", lxmert, inclusive)
+            yield parse_butd_bytes(raw, f"{path}:{line_no}", lxmert, inclusive, num_classes)
 
 
 # ---------------------------------------------------------------------------------------------

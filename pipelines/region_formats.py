@@ -7,7 +7,10 @@ format has one definition. The formats:
   ``features`` are base64 float32 (``num_boxes x 4`` and ``num_boxes x D``); boxes are *inclusive*
   pixel indices (py-faster-rcnn convention).
 * LXMERT's TSV: fields :data:`LXMERT_FIELDS` (note ``img_h`` before ``img_w``), adding ``objects_id``
-  (int64), ``objects_conf`` (float32), ``attrs_id`` (int64), ``attrs_conf`` (float32).
+  (int64), ``objects_conf`` (float32), ``attrs_id`` (int64), ``attrs_conf`` (float32). ``objects_id``
+  is the detector's top non-background class, 0-based into the 1600-line Visual Genome
+  ``objects_vocab.txt`` (LXMERT's extractor takes ``argmax(cls_prob[:, 1:])``; line i is class i + 1
+  of ``cls_prob``, column 0 the background), and ``objects_conf`` its probability.
 * ViLBERT / MMF per-image dicts: keys :data:`NPY_KEYS`, saved as a pickled ``.npy`` dict by those
   projects; ssga also accepts the same arrays as a pickle-free ``.npz``. MMF's split form keeps the
   features in ``<id>.npy`` (a plain array) and the rest in a pickled ``<id>_info.npy``.
@@ -17,7 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -37,8 +42,19 @@ LXMERT_FIELDS = (
 # Keys of a ViLBERT/MMF region dict (also the array names inside an ssga ``.npz``).
 NPY_KEYS = ("image_id", "bbox", "num_boxes", "objects", "image_width", "image_height", "cls_prob", "features")
 MMF_INFO_SUFFIX = "_info"
+# Visual Genome's 1600 object classes + background: the class space of BUTD's Caffe model and LXMERT.
+LXMERT_NUM_CLASSES = 1601
 
 PICKLE_RISK = "a pickled .npy can run arbitrary code; pass --allow-pickle only for files you trust"
+
+
+def count_classes(objects_vocab: str | os.PathLike) -> int:
+    """Width of a class distribution over ``objects_vocab.txt``: one class per line + the background."""
+    lines = Path(objects_vocab).read_text(encoding="utf-8").splitlines()
+    empty = [i for i, line in enumerate(lines, start=1) if not line.split(",")[0].strip()]
+    if not lines or empty:
+        raise ValueError(f"{objects_vocab}: {'empty vocabulary' if not lines else f'line {empty[0]} holds no class name'}")
+    return 1 + len(lines)
 
 
 def raise_csv_field_limit() -> None:

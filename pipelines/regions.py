@@ -41,7 +41,7 @@ from schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, dead_letter, files
 from schemas.records import SCHEMA_VERSION, RegionRecord
 from schemas.shards import REGION_PREFIX, encode_region, sample_key, shard_index, shard_name, write_shard
 from pipelines.readers import Rejected, is_blank, iter_lines, list_region_files, parse_butd_bytes, read_region_file
-from pipelines.region_formats import PICKLE_RISK
+from pipelines.region_formats import LXMERT_NUM_CLASSES, PICKLE_RISK, count_classes
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +159,12 @@ def _tag(item: RegionRecord | Rejected, order: tuple[int, ...], source: str, fea
 class ParseTsvLine(beam.DoFn):
     """``(position, source, raw line)`` → Sample, or a DeadLetter on the ``dead_letter`` output."""
 
-    def __init__(self, lxmert: bool, inclusive: bool, feature_dim: int | None):
-        self.lxmert, self.inclusive, self.feature_dim = lxmert, inclusive, feature_dim
+    def __init__(self, lxmert: bool, inclusive: bool, feature_dim: int | None, num_classes: int = LXMERT_NUM_CLASSES):
+        self.lxmert, self.inclusive, self.feature_dim, self.num_classes = lxmert, inclusive, feature_dim, num_classes
 
     def process(self, element: tuple[tuple[int, int], str, bytes]):
         order, source, raw = element
-        yield from _tag(parse_butd_bytes(raw, source, self.lxmert, self.inclusive), order, source, self.feature_dim)
+        yield from _tag(parse_butd_bytes(raw, source, self.lxmert, self.inclusive, self.num_classes), order, source, self.feature_dim)
 
 
 class ReadRegionFile(beam.DoFn):
@@ -238,9 +238,9 @@ class WriteShard(beam.DoFn):
 class ReadTsvRegions(beam.PTransform):
     """TSV byte ranges → samples (main) and dead letters (``dead_letter``)."""
 
-    def __init__(self, scan: SourceScan, lxmert: bool, inclusive: bool, feature_dim: int | None):
+    def __init__(self, scan: SourceScan, lxmert: bool, inclusive: bool, feature_dim: int | None, num_classes: int = LXMERT_NUM_CLASSES):
         super().__init__()
-        self.scan, self.lxmert, self.inclusive, self.feature_dim = scan, lxmert, inclusive, feature_dim
+        self.scan, self.lxmert, self.inclusive, self.feature_dim, self.num_classes = scan, lxmert, inclusive, feature_dim, num_classes
 
     def expand(self, pbegin):
         return (
@@ -248,7 +248,7 @@ class ReadTsvRegions(beam.PTransform):
             | "ListByteRanges" >> beam.Create(self.scan.chunks)
             | "SpreadRanges" >> beam.Reshuffle()
             | "ReadLines" >> beam.ParDo(ReadTsvChunk())
-            | "ParseAndValidate" >> beam.ParDo(ParseTsvLine(self.lxmert, self.inclusive, self.feature_dim)).with_outputs(DEAD, main="samples")
+            | "ParseAndValidate" >> beam.ParDo(ParseTsvLine(self.lxmert, self.inclusive, self.feature_dim, self.num_classes)).with_outputs(DEAD, main="samples")
         )
 
 
@@ -350,6 +350,7 @@ def plan_regions(
     inclusive: bool = True,
     feature_dim: int | None = None,
     scan: SourceScan | None = None,
+    num_classes: int = LXMERT_NUM_CLASSES,
 ) -> tuple[SourceScan, dict[str, Any], str]:
     """Scan (hash) the source and resolve the stage's fingerprint without running anything:
     ``(scan, params, fingerprint)``. The DAG uses it to name the output directory and to skip."""
@@ -361,6 +362,8 @@ def plan_regions(
             tsv_files, lxmert, None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir), allow_pickle
         )
     params = {"source_format": scan.kind, "inclusive_boxes": inclusive, "num_shards": num_shards, "feature_dim": feature_dim}
+    if scan.kind == "lxmert_tsv":  # width of the class distribution built from objects_id (1 + vocabulary)
+        params["num_classes"] = num_classes
     return scan, params, fingerprint(STAGE, SCHEMA_VERSION, scan.digest, params)
 
 
@@ -377,6 +380,7 @@ def run_regions(
     feature_dim: int | None = None,
     pipeline_args: list[str] | None = None,
     scan: SourceScan | None = None,
+    num_classes: int = LXMERT_NUM_CLASSES,
 ) -> dict[str, Any]:
     """Run the stage on one source and return its manifest.
 
@@ -388,7 +392,7 @@ def run_regions(
     """
     scan, params, fp = plan_regions(
         tsv, lxmert=lxmert, npz_dir=npz_dir, npy_dir=npy_dir, allow_pickle=allow_pickle, num_shards=num_shards,
-        inclusive=inclusive, feature_dim=feature_dim, scan=scan,
+        inclusive=inclusive, feature_dim=feature_dim, scan=scan, num_classes=num_classes,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -405,7 +409,7 @@ def run_regions(
     options = PipelineOptions(_default_pipeline_args(pipeline_args))
     with beam.Pipeline(options=options) as p:
         if scan.kind.endswith("tsv"):
-            read = p | "ReadTsv" >> ReadTsvRegions(scan, lxmert, inclusive, feature_dim)
+            read = p | "ReadTsv" >> ReadTsvRegions(scan, lxmert, inclusive, feature_dim, num_classes)
         else:
             read = p | "ReadFiles" >> ReadRegionFiles(scan, allow_pickle, inclusive, feature_dim)
         _ = (read.samples, read[DEAD]) | "WriteShards" >> WriteRegionShards(str(out), num_shards)
@@ -462,7 +466,8 @@ def main(argv: list[str] | None = None) -> None:
     src.add_argument("--tsv", nargs="+", help="bottom-up-attention TSV file(s)")
     src.add_argument("--npz-dir", help="directory of per-image .npz region files (safe, no pickle)")
     src.add_argument("--npy-dir", help="directory of ViLBERT/MMF pickled .npy region dicts (needs --allow-pickle)")
-    ap.add_argument("--lxmert", action="store_true", help="the TSV has LXMERT's columns")
+    ap.add_argument("--lxmert", action="store_true", help="the TSV has LXMERT's columns (objects_id/objects_conf become the region classes)")
+    ap.add_argument("--objects-vocab", default="", help="with --lxmert: the objects_vocab.txt that objects_id indexes (default: Visual Genome's 1600 classes)")
     ap.add_argument("--allow-pickle", action="store_true", help=f"read pickled .npy files: {PICKLE_RISK}")
     ap.add_argument("--exclusive-boxes", action="store_true", help="source boxes already have an exclusive end (default: inclusive, as BUTD writes)")
     ap.add_argument("--feature-dim", type=int, default=None, help="dead-letter records of any other feature dimension")
@@ -483,6 +488,7 @@ def main(argv: list[str] | None = None) -> None:
         inclusive=not args.exclusive_boxes,
         feature_dim=args.feature_dim,
         pipeline_args=beam_args,
+        num_classes=count_classes(args.objects_vocab) if args.objects_vocab else LXMERT_NUM_CLASSES,
     )
     print(json.dumps({"counts": m["counts"], "rejected_by_reason": m["rejected_by_reason"], "out": args.out}, indent=2))
 

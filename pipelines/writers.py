@@ -136,12 +136,19 @@ def flickr30k_sentence(text: str, phrases: Sequence[tuple[int, int, int, str]]) 
     """Flickr30k Entities markup of a sentence.
 
     ``phrases`` are ``(start, end, entity_id, entity_type)`` character spans of ``text``, non-
-    overlapping; each becomes ``[/EN#<id>/<type> <phrase text>]``.
+    overlapping; each becomes ``[/EN#<id>/<type> <phrase text>]``. As in the real files, ``text``
+    is tokenised (punctuation separated by spaces) and every phrase starts and ends at a token
+    boundary: the official parser splits on whitespace and ends a phrase at a token ending in ``]``,
+    so ``[/EN#2/other a red square],`` would be misread.
     """
     out, pos = [], 0
     for start, end, ent, etype in sorted(phrases):
         if start < pos or not (0 <= start < end <= len(text)):
             raise ValueError(f"phrase span [{start}, {end}) overlaps another or lies outside {text!r}")
+        if (start > 0 and not text[start - 1].isspace()) or (end < len(text) and not text[end].isspace()):
+            raise ValueError(f"phrase {text[start:end]!r} of {text!r} does not start and end at a whitespace token boundary")
+        if text[start:end] != " ".join(text[start:end].split()):
+            raise ValueError(f"phrase {text[start:end]!r} has leading, trailing or repeated whitespace")
         out.append(text[pos:start])
         out.append(f"[/EN#{ent}/{etype} {text[start:end]}]")
         pos = end
@@ -151,16 +158,17 @@ def flickr30k_sentence(text: str, phrases: Sequence[tuple[int, int, int, str]]) 
 
 def flickr30k_xml(filename: str, width: int, height: int, boxes: Iterable[tuple[int, np.ndarray]]) -> str:
     """Flickr30k Entities annotation XML. ``boxes`` are ``(entity_id, xyxy exclusive)``; written
-    as the inclusive integer pixel coordinates Flickr30k uses."""
+    as the 1-based inclusive integer pixel coordinates Flickr30k uses (Pascal VOC style: the
+    official parser subtracts 1), i.e. ``[x1 + 1, y1 + 1, x2, y2]``."""
     lines = [
         "<annotation>",
         f"<filename>{escape(filename)}</filename>",
         f"<size><width>{int(width)}</width><height>{int(height)}</height><depth>3</depth></size>",
     ]
     for ent, box in boxes:
-        x1, y1, x2, y2 = (int(round(v)) for v in exclusive_to_inclusive(np.asarray(box, np.float32)[None])[0])
+        x1, y1, x2, y2 = (int(round(v)) for v in np.asarray(box, np.float32))
         lines.append(
-            f"<object><name>{int(ent)}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<object><name>{int(ent)}</name><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
             f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
         )
     lines.append("</annotation>")

@@ -12,7 +12,9 @@ import numpy as np
 
 from schemas.boxes import box_problem
 
-SCHEMA_VERSION = "1.0"
+# 1.1: label shards store iou as float32 (1.0: float16, still read); region samples may carry
+# ``objects.npy``/``objects_conf.npy`` (a detector's top class, e.g. LXMERT's TSV) instead of ``cls.npy``.
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass
@@ -74,6 +76,10 @@ class RegionRecord:
     boxes: np.ndarray  # float32 [N, 4]
     features: np.ndarray  # [N, D]; float16 in shards
     cls_prob: np.ndarray | None = None  # [N, C] detector class distribution, if the source has it
+    # A source with only the top class per region (LXMERT's TSV): int [N] 0-based into objects_vocab
+    # (class objects+1 of cls_prob) and float [N] its probability; cls_prob is then objects_to_cls of them.
+    objects: np.ndarray | None = None
+    objects_conf: np.ndarray | None = None
 
     @property
     def num_boxes(self) -> int:
@@ -93,13 +99,28 @@ class ImageLabels:
     iou_threshold: float
     captions: list[dict[str, Any]]  # [{caption_id, text, phrases: [{text, start, end}]}]
     align: np.ndarray  # uint8 [P, N], 1 where max IoU >= threshold
-    iou: np.ndarray  # float16 [P, N], max IoU of the phrase's teacher boxes with the region
+    iou: np.ndarray  # float32 [P, N], max IoU of the phrase's teacher boxes with the region (the value `align`
+    # was thresholded on: float16 would round 0.4999 up to 0.5 and flip a re-thresholded pair)
     score: np.ndarray  # float16 [P, N], teacher confidence of the box giving that max IoU
     teacher: str = ""
 
     @property
     def num_phrases(self) -> int:
         return int(self.align.shape[0])
+
+
+def objects_to_cls(objects: np.ndarray, conf: np.ndarray, num_classes: int) -> np.ndarray:
+    """A detector's top class per region as a class distribution ``float32 [N, num_classes]``: the
+    class (column ``objects + 1``; column 0 is the background) gets its confidence, the background
+    the rest. The argmax over non-background classes and its probability are exactly what the
+    source says; the mass the source does not report goes to the background."""
+    objects = np.asarray(objects, np.int64)
+    conf = np.clip(np.asarray(conf, np.float32), 0.0, 1.0)
+    out = np.zeros((objects.shape[0], num_classes), np.float32)
+    rows = np.arange(objects.shape[0])
+    out[rows, 0] = 1.0 - conf
+    out[rows, objects + 1] = conf
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,6 +194,17 @@ def region_problem(r: RegionRecord) -> str | None:
             return f"cls_prob has shape {tuple(r.cls_prob.shape)} but there are {n} boxes"
         if not np.all(np.isfinite(r.cls_prob)) or np.any(r.cls_prob < 0):
             return "cls_prob contains negative, NaN or Inf values"
+    if r.objects is not None:
+        if r.cls_prob is None or r.objects_conf is None:
+            return "objects without objects_conf and the class distribution built from them"
+        if r.objects.shape != (n,) or r.objects_conf.shape != (n,):
+            return f"objects/objects_conf have shapes {tuple(r.objects.shape)}/{tuple(r.objects_conf.shape)} but there are {n} boxes"
+        c = r.cls_prob.shape[1] - 1
+        bad = r.objects[(r.objects < 0) | (r.objects >= c)]
+        if bad.size:
+            return f"objects_id {int(bad[0])} lies outside the {c}-class vocabulary (0-based; give the right objects_vocab.txt)"
+        if not np.all(np.isfinite(r.objects_conf)) or np.any((r.objects_conf < 0) | (r.objects_conf > 1)):
+            return "objects_conf holds values outside [0, 1]"
     return box_problem(r.boxes, r.image_w, r.image_h)
 
 

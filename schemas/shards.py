@@ -20,12 +20,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from schemas.records import SCHEMA_VERSION, ImageLabels, RegionRecord
+from schemas.records import SCHEMA_VERSION, ImageLabels, RegionRecord, objects_to_cls
 
 REGION_PREFIX = "regions"
 LABEL_PREFIX = "labels"
-# Extensions of a region sample and of a label sample (``cls.npy`` only when the source has it).
-REGION_EXTS = ("feat.npy", "boxes.npy", "cls.npy", "json")
+# Extensions of a region sample and of a label sample: ``cls.npy`` when the source has a class
+# distribution; ``objects.npy`` + ``objects_conf.npy`` (json ``num_classes``) instead when it has only the
+# top class per region (LXMERT's TSV): N x 8 bytes instead of a dense N x 1601 float16 matrix.
+REGION_EXTS = ("feat.npy", "boxes.npy", "cls.npy", "objects.npy", "objects_conf.npy", "json")
 LABEL_EXTS = ("align.npy", "iou.npy", "score.npy", "json")
 ALLOWED_EXTS = ("npy", "json", "txt")
 
@@ -144,7 +146,13 @@ def encode_region(rec: RegionRecord) -> dict[str, bytes]:
             }
         ),
     }
-    if rec.cls_prob is not None:
+    if rec.objects is not None:  # cls_prob is objects_to_cls of these: store the compact form
+        members["objects.npy"] = npy_bytes(np.asarray(rec.objects, np.int32))
+        members["objects_conf.npy"] = npy_bytes(np.asarray(rec.objects_conf, np.float32))
+        meta = json.loads(members["json"])
+        meta["num_classes"] = int(rec.cls_prob.shape[1])
+        members["json"] = json_bytes(meta)
+    elif rec.cls_prob is not None:
         members["cls.npy"] = npy_bytes(rec.cls_prob.astype(np.float16))
     return members
 
@@ -166,6 +174,16 @@ def decode_region(members: dict[str, bytes], where: str = "") -> RegionRecord:
         features=load_npy(members["feat.npy"], f"{where}.feat.npy"),
         cls_prob=load_npy(members["cls.npy"], f"{where}.cls.npy") if "cls.npy" in members else None,
     )
+    if "objects.npy" in members:
+        _require(members, ("objects_conf.npy",), where)
+        rec.objects = load_npy(members["objects.npy"], f"{where}.objects.npy").astype(np.int64)
+        rec.objects_conf = load_npy(members["objects_conf.npy"], f"{where}.objects_conf.npy")
+        c = int(meta.get("num_classes", 0))
+        if rec.objects.shape != (rec.num_boxes,) or rec.objects_conf.shape != (rec.num_boxes,) or not (
+            rec.objects.size == 0 or (0 <= rec.objects.min() and rec.objects.max() < c - 1)
+        ):
+            raise ShardError(f"{where}: objects/objects_conf do not fit {rec.num_boxes} boxes and {c} classes")
+        rec.cls_prob = objects_to_cls(rec.objects, rec.objects_conf, c).astype(np.float16)  # as a stored cls.npy reads
     if rec.num_boxes != meta["num_boxes"]:
         raise ShardError(f"{where}: json says {meta['num_boxes']} boxes, boxes.npy has {rec.num_boxes}")
     return rec
@@ -178,7 +196,7 @@ def decode_region(members: dict[str, bytes], where: str = "") -> RegionRecord:
 def encode_labels(lab: ImageLabels) -> dict[str, bytes]:
     return {
         "align.npy": npy_bytes(lab.align.astype(np.uint8)),
-        "iou.npy": npy_bytes(lab.iou.astype(np.float16)),
+        "iou.npy": npy_bytes(lab.iou.astype(np.float32)),  # exact: re-thresholding must agree with align
         "score.npy": npy_bytes(lab.score.astype(np.float16)),
         "json": json_bytes(
             {

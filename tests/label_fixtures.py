@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.boxes import exclusive_to_inclusive
 from schemas.manifest import write_manifest
 from schemas.records import RegionRecord
 from schemas.shards import REGION_PREFIX, encode_region, sample_key, shard_index, shard_name, write_shard
@@ -64,7 +63,7 @@ def make_corpus(root: Path, num_images: int = 8, num_shards: int = 2, seed: int 
             shards[shard_index(image_id, num_shards)][sample_key(image_id)] = encode_region(rec)
         xml = [f"<annotation><filename>{image_id}.png</filename><size><width>{W}</width><height>{H}</height><depth>3</depth></size>"]
         for e, (_, _, b) in enumerate(objs, start=1):
-            x1, y1, x2, y2 = exclusive_to_inclusive(b[None])[0]
+            x1, y1, x2, y2 = b[0] + 1, b[1] + 1, b[2], b[3]  # Flickr30k XML: 1-based inclusive
             xml.append(f"<object><name>{e}</name><bndbox><xmin>{x1:g}</xmin><ymin>{y1:g}</ymin><xmax>{x2:g}</xmax><ymax>{y2:g}</ymax></bndbox></object>")
         (ann_dir / f"{image_id}.xml").write_text("".join(xml) + "</annotation>\n")
         if image_id == no_caption:

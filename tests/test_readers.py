@@ -73,7 +73,18 @@ def test_lxmert_line_round_trip_and_bad_extra_field():
     line = writers.lxmert_line(rec, ids, conf, ids, conf)
     fields = line.split("\t")
     assert fields[1:3] == ["150", "200"]  # LXMERT puts img_h before img_w
-    assert_same(parse_butd_line(line, "lx.tsv:1", lxmert=True), rec, with_cls=False)
+    got = parse_butd_line(line, "lx.tsv:1", lxmert=True)
+    assert_same(got, RegionRecord(rec.image_id, rec.image_w, rec.image_h, rec.boxes, rec.features, got.cls_prob))
+    # LXMERT's detected classes are kept: objects_id is 0-based into objects_vocab.txt (class id + 1 in
+    # cls_prob, column 0 the background), over Visual Genome's 1600 classes unless told otherwise.
+    np.testing.assert_array_equal(got.objects, ids)
+    np.testing.assert_array_equal(got.objects_conf, conf)
+    assert got.cls_prob.shape == (3, 1601)
+    np.testing.assert_array_equal(got.cls_prob[:, 1:].argmax(axis=1), ids)
+    np.testing.assert_allclose(got.cls_prob[np.arange(3), ids + 1], conf)
+    np.testing.assert_allclose(got.cls_prob.sum(axis=1), 1.0, rtol=1e-6)
+    small = parse_butd_line(line, "lx.tsv:1", lxmert=True, num_classes=3)  # a 2-line vocabulary: id 2 is out of range
+    assert isinstance(small, Rejected) and "objects_id 2 lies outside the 2-class vocabulary" in small.reason
     assert isinstance(parse_butd_line(line, "lx.tsv:1"), Rejected)  # wrong layout is a rejection, not a crash
     fields[3] = b64_array(np.array([1, 2]), np.int64)
     r = parse_butd_line("\t".join(fields), "lx.tsv:1", lxmert=True)
@@ -239,7 +250,9 @@ def test_language_writers():
         writers.flickr30k_sentence(text, [(0, 12, 1, "other"), (6, 20, 2, "other")])
     xml = writers.flickr30k_xml("1.png", 50, 40, [(1, np.array([0, 0, 10, 5], np.float32))])
     assert "<width>50</width><height>40</height>" in xml
-    assert "<xmin>0</xmin><ymin>0</ymin><xmax>9</xmax><ymax>4</ymax>" in xml  # inclusive pixel coords
+    assert "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>5</ymax>" in xml  # 1-based inclusive pixel coords
+    with pytest.raises(ValueError, match="token boundary"):
+        writers.flickr30k_sentence("a red circle, a square", [(0, 12, 1, "other")])
     with pytest.raises(ValueError, match="objects_id has shape"):
         rec = make_record(n=2)
         writers.lxmert_line(rec, np.zeros(3), np.zeros(2), np.zeros(2), np.zeros(2))

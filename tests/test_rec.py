@@ -138,8 +138,10 @@ def test_refer_reader_names_file_and_record_on_bad_input(tmp_path):
     with pytest.raises(ReferError, match=r"refs\.json: ref #2 \(ref_id 3\): ann_id 999 is not in"):
         read_refer(refer)
     refs[2]["ann_id"] = 3
-    refs[1]["file_name"] = "elsewhere.png"
     (refer / "refs.json").write_text(json.dumps(refs))
+    inst = json.loads((refer / "instances.json").read_text())
+    inst["images"][1]["file_name"] = "elsewhere.png"  # the join key is the image's file name, not the ref's
+    (refer / "instances.json").write_text(json.dumps(inst))
     exprs = read_refer(refer)
     with pytest.raises(ReferError, match=r"1 image\(s\) have no region sample.*elsewhere"):
         check_joined(exprs, read_proposals(regions), refer, regions)

@@ -52,7 +52,7 @@ def dead_letters(out: Path) -> list[dict]:
     "source",
     [
         {"tsv": "regions.tsv"},
-        {"tsv": "regions_lxmert.tsv", "lxmert": True},
+        {"tsv": "regions_lxmert.tsv", "lxmert": True, "num_classes": 6},  # 5-line objects_vocab.txt + background
         {"npz_dir": "regions_npz"},
         {"npy_dir": "regions_npy", "allow_pickle": True},
     ],
@@ -63,7 +63,7 @@ def test_round_trip_generator_to_shards(corpus, source_records, tmp_path, source
     m = R.run_regions(**src, out_dir=tmp_path / "out", num_shards=SHARDS)
     assert m["counts"] == {"in": N_IMAGES, "out": N_IMAGES, "rejected": 0} and reconciles(m["counts"])
     assert m["stage"] == "regions" and m["feature_dim"] == DIM and m["num_shards"] == SHARDS
-    has_cls = "npz_dir" in source or "npy_dir" in source  # BUTD/LXMERT TSVs carry no class distribution
+    has_cls = "tsv" not in source or "lxmert" in source  # a BUTD TSV carries no classes; LXMERT's its top class
     assert m["has_cls_prob"] is has_cls
     assert sum(s["samples"] for s in m["shards"]) == N_IMAGES
     got = read_back(tmp_path / "out", SHARDS)
@@ -74,7 +74,11 @@ def test_round_trip_generator_to_shards(corpus, source_records, tmp_path, source
         np.testing.assert_array_equal(rec.boxes, want.boxes)  # exact after inclusive → exclusive
         assert rec.features.dtype == np.float16
         np.testing.assert_array_equal(rec.features, want.features.astype(np.float16))
-        if has_cls:
+        if "lxmert" in source:  # objects_id = the detector's top class, 0-based into the vocabulary
+            np.testing.assert_array_equal(rec.objects, want.cls_prob[:, 1:].argmax(axis=1))
+            np.testing.assert_array_equal(rec.cls_prob[:, 1:].argmax(axis=1), want.cls_prob[:, 1:].argmax(axis=1))
+            assert rec.cls_prob.shape == want.cls_prob.shape
+        elif has_cls:
             np.testing.assert_array_equal(rec.cls_prob, want.cls_prob.astype(np.float16))
         else:
             assert rec.cls_prob is None

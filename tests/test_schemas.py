@@ -217,3 +217,41 @@ def test_load_npy_refuses_structured_and_truncated():
         S.load_npy(good[:-3], "x.npy")
     with pytest.raises(S.ShardError, match="magic"):
         S.load_npy(b"PK\x03\x04" + good, "x.npy")
+
+
+def test_label_iou_is_stored_exactly_so_rethresholding_agrees_with_align(tmp_path):
+    """A pair at IoU 0.4999 is negative at 0.5; a float16 iou (0.5) would flip it when the trainer
+    re-thresholds. Old float16 shards still read."""
+    from pipelines.label_io import RegionInfo
+    from pipelines.labels import image_labels
+    from schemas.records import Phrase, PhraseRecord, TeacherBox, TeacherRecord
+    from trainer.sampling import positives
+
+    regions = np.array([[0, 0, 100, 100], [0, 0, 100, 60]], np.float32)
+    info = RegionInfo(0, "im0", "im0", 100, 100, regions, None)
+    phr = PhraseRecord("im0#0", "im0", "a square", [Phrase("a square", 0, 8)])
+    tea = TeacherRecord("im0#0", "im0", "fp", 1, [TeacherBox(0, (0.0, 0.0, 100.0, 49.99), 0.9)])
+    lab = image_labels(info, [(phr, tea)], 0.5, "fp")
+    assert lab.align.tolist() == [[0, 1]] and 0.4998 < lab.iou[0, 0] < 0.5
+    S.write_shard(tmp_path / "l.tar", {"im0": S.encode_labels(lab)})
+    (_, got), = S.iter_labels(tmp_path / "l.tar")
+    assert got.iou.dtype == np.float32
+    np.testing.assert_array_equal(positives(got.align, got.iou, 0.5), got.align)
+    old = S.encode_labels(lab)
+    old["iou.npy"] = S.npy_bytes(lab.iou.astype(np.float16))  # schema 1.0 layout
+    assert S.decode_labels(old, "old").iou.dtype == np.float16
+
+
+def test_region_with_detected_classes_is_stored_compactly_and_reads_as_a_distribution(tmp_path):
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
+    objects, conf = np.array([1599, 0]), np.array([0.75, 0.5], np.float32)
+    rec = RegionRecord("im0", 30, 30, boxes, np.ones((2, 4), np.float32), R.objects_to_cls(objects, conf, 1601), objects, conf)
+    assert R.region_problem(rec) is None
+    members = S.encode_region(rec)
+    assert "cls.npy" not in members and len(members["objects.npy"]) < 200  # not a dense 2 x 1601 matrix
+    got = S.decode_region(members, "x")
+    np.testing.assert_array_equal(got.objects, objects)
+    assert got.cls_prob.shape == (2, 1601) and got.cls_prob.dtype == np.float16
+    assert got.cls_prob[0, 1600] == np.float16(0.75) and got.cls_prob[0, 0] == np.float16(0.25) and got.cls_prob[1, 1] == np.float16(0.5)
+    rec.objects = np.array([1600, 0])
+    assert "objects_id 1600 lies outside the 1600-class vocabulary" in R.region_problem(rec)

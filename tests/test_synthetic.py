@@ -88,7 +88,7 @@ def test_flickr30k_markup_matches_captions_objects_and_relations(corpus):
         assert sorted(xml_boxes) == list(range(1, len(anns) + 1))
         for ent, a in enumerate(anns, start=1):
             x, y, w, h = a["bbox"]
-            assert xml_boxes[ent] == [x, y, x + w - 1, y + h - 1]  # Flickr30k boxes are inclusive
+            assert xml_boxes[ent] == [x + 1, y + 1, x + w, y + h]  # Flickr30k boxes are 1-based inclusive
         for s in sentences:
             ents = []
             for m in MARKUP.finditer(s):

@@ -22,12 +22,12 @@ def test_read_annotation_inclusive_to_exclusive_and_errors(tmp_path):
     xml = tmp_path / "1.xml"
     xml.write_text(
         "<annotation><size><width>50</width><height>40</height></size>"
-        "<object><name>1</name><name>2</name><bndbox><xmin>0</xmin><ymin>5</ymin><xmax>9</xmax><ymax>14</ymax></bndbox></object>"
+        "<object><name>1</name><name>2</name><bndbox><xmin>1</xmin><ymin>6</ymin><xmax>10</xmax><ymax>15</ymax></bndbox></object>"
         "<object><name>3</name><nobndbox>1</nobndbox></object></annotation>"
     )
     (w, h), boxes = read_annotation(xml)
     assert (w, h) == (50, 40) and sorted(boxes) == ["1", "2"]
-    np.testing.assert_array_equal(boxes["1"], [[0, 5, 10, 15]])  # inclusive 0..9 covers 10 pixels
+    np.testing.assert_array_equal(boxes["1"], [[0, 5, 10, 15]])  # 1-based inclusive 1..10 covers pixels 0..9
     bad = tmp_path / "2.xml"
     bad.write_text("<annotation><object>")
     with pytest.raises(Flickr30kError, match="2.xml"):

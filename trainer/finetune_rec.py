@@ -49,7 +49,7 @@ from trainer.config import TrainConfig, apply_overrides
 from trainer.models import build_model
 from trainer.models.heads import GroundingHead
 from trainer.rec_metrics import rec_accuracy
-from trainer.refer import PICKLE_RISK, SPLITS, Expression, check_joined, read_proposals, read_refer
+from trainer.refer import PICKLE_RISK, SPLITS, Expression, join_refer
 from trainer.text import load_tokenizer
 from trainer.train import make_optimizer
 
@@ -76,6 +76,8 @@ class FinetuneConfig:
     head: str = "linear"  # "linear" (ViLBERT's) | "grounding" (the pre-trained f_align, expression as phrase)
     max_regions: int = 0  # 0: the pre-training config's max_regions
     allow_pickle: bool = False
+    image_id: str = "auto"  # REFER image → region sample key: auto | stem | int (trainer.refer)
+    id_map: str = ""  # or a mapping file (COCO instances JSON, or TSV stem<TAB>region image_id)
     device: str = "auto"
     cpu_threads: int = 0  # 0: all cores
     progress: bool = True
@@ -333,9 +335,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.cpu_threads or os.cpu_count() or 1)
     pcfg, ckpt = resolve_init(cfg.init, cfg.model_config)
     max_regions = cfg.max_regions or pcfg.max_regions
-    expressions = read_refer(cfg.refer, cfg.allow_pickle)
-    proposals = read_proposals(cfg.regions, max_regions, {e.image_id for e in expressions})
-    check_joined(expressions, proposals, cfg.refer, cfg.regions)
+    expressions, proposals, _ = join_refer(cfg.refer, cfg.regions, cfg.image_id, cfg.id_map, cfg.allow_pickle, max_regions)
     tokenizer = load_tokenizer(pcfg.tokenizer)
     first = next(iter(proposals.values()))
     feat_dim, num_classes = int(first.features.shape[1]), int(first.cls_prob.shape[1]) if first.cls_prob is not None else 1
@@ -398,6 +398,9 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     ap.add_argument("--head", default=d.head, choices=HEADS, help="region scorer: linear on region tokens (ViLBERT), or the pre-trained grounding head")
     ap.add_argument("--max-regions", type=int, default=d.max_regions, help="0: the pre-training config's")
     ap.add_argument("--allow-pickle", action="store_true", help=f"read refs(unc).p when there is no refs.json: {PICKLE_RISK}")
+    ap.add_argument("--image-id", default=d.image_id, choices=("auto", "stem", "int"),
+                    help="how a REFER image names its region sample: instances.json file_name stem, COCO integer id, or auto")
+    ap.add_argument("--id-map", default=d.id_map, help="mapping file file-stem → region image_id (COCO instances JSON or TSV)")
     ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
     ap.add_argument("--cpu-threads", type=int, default=d.cpu_threads)
     ap.add_argument("--no-progress", dest="progress", action="store_false")

@@ -13,9 +13,10 @@ Deterministic by seed (same arguments → byte-identical files); image ``i`` dep
     regions_lxmert.tsv                    LXMERT's TSV variant (objects/attrs id + conf)
     regions_npz/<image_id>.npz            safe form: bbox, features, cls_prob, objects, num_boxes, ...
     regions_npy/<image_id>.npy            ViLBERT/MMF pickled dict form (read only with --allow-pickle)
-    flickr30k/Sentences/<image_id>.txt    Flickr30k Entities markup, one line per caption, same order
-    flickr30k/Annotations/<image_id>.xml  Flickr30k Entities boxes per entity id (inclusive pixels)
-    refer/refs.json, refer/refs(unc).p, refer/instances.json   referring expressions (REFER form)
+    flickr30k/Sentences/<image_id>.txt    Flickr30k Entities markup, one line per caption, same order (tokenised)
+    flickr30k/Annotations/<image_id>.xml  Flickr30k Entities boxes per entity id (1-based inclusive pixels)
+    refer/refs.json, refer/refs(unc).p, refer/instances.json   referring expressions (REFER form: a ref's
+                                          file_name is <stem>_<ann_id>.png as in RefCOCO; images by COCO id)
     _MANIFEST.json                        seed, sizes, counts, digests of the top-level files
 
 Caption ``k`` of an image (file order) has caption_id ``"<image_id>#<k>"``. Entity ids are object

@@ -76,7 +76,7 @@ def _refer_entries(scene, index: int, split: str, counters: dict[str, int], file
                 "ann_id": ann["id"],
                 "category_id": ann["category_id"],
                 "image_id": index,
-                "file_name": file_name,
+                "file_name": f"{Path(file_name).stem}_{ann['id']}{Path(file_name).suffix}",  # REFER: image stem + _<ann_id>
                 "split": split,
                 "sent_ids": [s["sent_id"] for s in sentences],
                 "sentences": sentences,
@@ -170,7 +170,7 @@ def generate(out: str | os.PathLike, num_images: int, seed: int = 0, feature_dim
         "image_side_range": list(IMAGE_SIDE),
         "boxes_per_image_range": list(BOXES_PER_IMAGE),
         "num_classes": len(SHAPES) + 1,
-        "box_convention": "regions.tsv, regions_lxmert.tsv, regions_npz, regions_npy and flickr30k hold inclusive pixel boxes (BUTD); refer/instances.json holds COCO xywh",
+        "box_convention": "regions.tsv, regions_lxmert.tsv, regions_npz and regions_npy hold 0-based inclusive pixel boxes (BUTD); flickr30k/Annotations 1-based inclusive (Pascal VOC, as Flickr30k Entities); refer/instances.json holds COCO xywh",
         "counts": {
             "images": num_images,
             "captions": counters["captions"],

@@ -43,10 +43,12 @@ def object_phrase(o: SceneObject, scene: Scene, rng: np.random.Generator) -> str
 
 
 # Templates: {0}, {1}, {2} are object phrases; {r01} the relation of object 0 to object 1.
+# Tokenised as Flickr30k's captions are: punctuation stands apart (" , "), so the Sentences markup
+# puts the closing bracket before a space, which the official whitespace-splitting parser needs.
 _TEMPLATES = {
     1: ["{0}", "a picture of {0}", "{0} on a plain background", "there is {0} in the image"],
     2: ["{0} {r01} {1}", "{0} and {1}", "{0} {r01} {1} on a plain background", "an image of {0} {r01} {1}"],
-    3: ["{0} {r01} {1} and {2}", "{0}, {1} and {2}", "{0} {r01} {1}, next to {2}"],
+    3: ["{0} {r01} {1} and {2}", "{0} , {1} and {2}", "{0} {r01} {1} , next to {2}"],
 }
 
 

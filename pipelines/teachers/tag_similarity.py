@@ -52,7 +52,7 @@ class SentenceEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        self.model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+        self.model = AutoModel.from_pretrained(model_dir, local_files_only=True, use_safetensors=True).eval()
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         out = []
