@@ -77,7 +77,7 @@ def draw_phrase(
         x1, y1, x2, y2 = scaled(b, scale)
         draw.rectangle((x1 - GT_WIDTH, y1 - GT_WIDTH, x2 + GT_WIDTH, y2 + GT_WIDTH), outline=BLUE, width=GT_WIDTH)
     verdicts = region_verdicts(matched, gt_hit)
-    for kind, colour in (("unjudged", PURPLE), ("wrong", RED), ("right", GREEN)):
+    for kind, colour in (("unjudged", PURPLE), ("right", GREEN), ("wrong", RED)):  # errors on top: they are what one looks for
         for i in verdicts[kind]:
             draw.rectangle(scaled(regions[i], scale), outline=colour, width=3)
     font = ImageFont.load_default(size=8 * scale)
