@@ -73,14 +73,19 @@ def _dag_record(data: Path) -> dict[str, Any]:
 
 def current_labels(data: Path) -> Labels:
     """``DATA/labels/CURRENT`` (else the DAG's last labels) with its teacher output and region shards."""
-    labels_dir = current_output(data / "labels") or (Path(_dag_record(data)["labels"]["dir"]) if "labels" in _dag_record(data) else None)
+    try:
+        labels_dir = current_output(data / "labels")
+    except ValueError as e:  # a CURRENT that names no fingerprint
+        raise GalleryError(str(e)) from e
+    dag = _dag_record(data)
+    labels_dir = labels_dir or (Path(dag["labels"]["dir"]) if "labels" in dag else None)
     if labels_dir is None:
         raise GalleryError(f"{data}: no labels (no {data / 'labels' / 'CURRENT'}); run `python -m pipelines.dag labels --data {data}` first")
     manifest = read_manifest(labels_dir)
     if manifest is None:
         raise GalleryError(f"{labels_dir}: no _MANIFEST.json (an incomplete labels stage); re-run `python -m pipelines.dag labels --data {data}`")
     teacher_dir = labels_dir.parent.parent / "teacher" / str(manifest.get("upstream", ""))  # the pipeline writes OUT/{teacher,labels}/<fp>
-    regions_dir = Path(manifest.get("regions") or _dag_record(data).get("regions", {}).get("dir", ""))
+    regions_dir = Path(manifest.get("regions") or dag.get("regions", {}).get("dir", ""))
     if not list_shards(regions_dir, REGION_PREFIX):
         pointed = current_output(regions_dir / "regions") if regions_dir.is_dir() else None  # labels made with --regions DATA
         if pointed is None or not list_shards(pointed, REGION_PREFIX):
@@ -90,10 +95,12 @@ def current_labels(data: Path) -> Labels:
 
 
 def teacher_text(describe: dict[str, Any] | None) -> str:
-    """``simulated (miss_rate=0.6, seed=1)``; path parameters by file name."""
+    """``simulated (miss_rate=0.6, seed=1)``: path parameters by file name; the ground-truth root that the
+    pipeline hands the oracle/simulated teachers is left out (the fingerprint tells such teachers apart)."""
     if not describe:
         return "unknown teacher"
-    params = ", ".join(f"{k}={Path(v).name if isinstance(v, str) and '/' in v else v}" for k, v in sorted((describe.get("params") or {}).items()))
+    items = sorted((k, v) for k, v in (describe.get("params") or {}).items() if k != "flickr30k")
+    params = ", ".join(f"{k}={Path(v).name if isinstance(v, str) and '/' in v else v}" for k, v in items)
     return f"{describe.get('name', '?')} ({params})" if params else str(describe.get("name", "?"))
 
 
@@ -293,16 +300,16 @@ def build_gallery(data: Path, run: Path | None, out: Path, corpus: Path | None =
         title = f"run {run_info['dir'].name} · labels {run_info['labels'] or 'unknown'} · teacher {teacher_text(run_info['teacher']) if run_info['labels'] else 'unknown'}"
         if plot_losses(run_info["dir"] / "losses.jsonl", out / "losses.png", title):
             losses = (f'<h2 id="losses">Loss curves</h2><p class="losscap">{html.escape(title)}</p>{"<p class=warn>" + html.escape(warning) + "</p>" if warning else ""}'
-                      f'<p><a href="losses.png"><img src="losses.png" alt="loss curves"></a><br>from {html.escape(str(run_info["dir"] / "losses.jsonl"))}</p>')
+                      f'<p class="losses"><a href="losses.png"><img src="losses.png" alt="loss curves"></a><br>from {html.escape(str(run_info["dir"] / "losses.jsonl"))}</p>')
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ssga pseudo-label gallery</title>
 <style>body{{font-family:sans-serif;margin:1em;background:#f4f4f4}} .row{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}}
 figcaption{{font-size:12px;max-width:{PANEL_WIDTH}px}} .cap{{margin:.5em 0 .2em;max-width:{2 * PANEL_WIDTH}px}} .caps{{display:flex;flex-wrap:wrap;column-gap:24px}} .key span{{padding:0 .4em;margin-right:.8em}}
 .card{{background:#fff;border:1px solid #ccc;border-radius:6px;padding:.4em .8em .8em;margin:0 0 1em}} .card h2{{margin:.2em 0;font-size:1.1em}}
-.sub{{margin:0;color:#555;font-size:13px}} .meta th{{text-align:left;padding-right:1em;vertical-align:top}} .meta td{{font-size:14px}}
+.losses img{{max-width:100%}} .sub{{margin:0;color:#555;font-size:13px}} .meta th{{text-align:left;padding-right:1em;vertical-align:top}} .meta td{{font-size:14px}}
 .warn{{background:#fff3cd;border:2px solid #d39e00;padding:.5em .8em;font-weight:bold}} .right{{color:rgb{GREEN}}} .wrong{{color:rgb{RED}}} .nogt{{color:rgb{PURPLE}}}
 </style></head>
-<body><h1>Pseudo-label gallery ({len(cards)} images)</h1>
+<body><h1>Pseudo-label gallery ({len(cards)} image{"s" * (len(cards) != 1)})</h1>
 {f'<p class="warn" id="stale-run">⚠ {html.escape(warning)}</p>' if warning else ''}
 {_provenance(labels, run_info)}
 <p class="key"><span style="border:1px solid rgb{GREY}">detector regions</span><span style="border:2px solid rgb{BLUE}">ground truth</span>
