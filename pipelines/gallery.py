@@ -98,7 +98,7 @@ def teacher_text(describe: dict[str, Any] | None) -> str:
     """``simulated (miss_rate=0.6, seed=1)``: path parameters by file name; the ground-truth root that the
     pipeline hands the oracle/simulated teachers is left out (the fingerprint tells such teachers apart)."""
     if not describe:
-        return "unknown teacher"
+        return "unknown"
     items = sorted((k, v) for k, v in (describe.get("params") or {}).items() if k != "flickr30k")
     params = ", ".join(f"{k}={Path(v).name if isinstance(v, str) and '/' in v else v}" for k, v in items)
     return f"{describe.get('name', '?')} ({params})" if params else str(describe.get("name", "?"))
@@ -125,7 +125,11 @@ def run_provenance(run: Path, labels_root: Path) -> dict[str, Any]:
 
 def runs_on(data: Path, labels_fp: str) -> list[Path]:
     """Complete DAG pre-training runs trained on ``labels_fp``, newest first."""
-    found = [(m.get("created_unix", 0), d) for d in sorted((data / "pretrain").glob("*/")) if (m := read_manifest(d)) and (m.get("upstream") or {}).get("labels") == labels_fp]
+    found = []
+    for d in sorted((data / "pretrain").glob("*/")):
+        m = read_manifest(d)
+        if m and (m.get("upstream") or {}).get("labels") == labels_fp:
+            found.append((m.get("created_unix", 0), d))
     return [d for _, d in sorted(found, key=lambda t: -t[0])]
 
 
