@@ -1,12 +1,17 @@
-"""Pseudo-label gallery: per image and phrase, the detector regions, the teacher's boxes and the matches.
+"""Pseudo-label gallery: what the current labels are, who made them, how good they are, and the run on them.
 
-    python -m pipelines.gallery --data DATA --run RUN --out DATA/gallery [--max-images 24]
+    python -m pipelines.gallery --data DATA [--run RUN] [--out DATA/gallery] [--max-images 24]
 
-Reads the stage directories of the last DAG run (``DATA/dag.json``), the images of the corpus
-(``DATA/sample/images/<image_id>.png``), and ``RUN/losses.jsonl``. Writes ``OUT/index.html``, one PNG
-per (image, caption, phrase) under ``OUT/img/`` (upscaled; all detector regions thin grey, teacher
-boxes dashed orange, regions matched to the phrase (``align = 1``) thick green), and the loss curves
-as ``OUT/losses.png``. Only the first ``--max-images`` images (by id) are drawn.
+The labels shown are the current ones (``DATA/labels/CURRENT``); their manifest names the teacher,
+its precision/recall against the ground truth, the region shards and the teacher output they came
+from. The run (default: one trained on the current labels, else the DAG's last pre-training run) is
+checked against them: a run trained on other labels — the teacher changed since — gets a warning on
+the page and in the log, and its loss plot is titled with the labels and teacher it was trained on.
+
+Writes ``OUT/index.html``: one card per image with its captions and one panel per phrase (drawing in
+:mod:`pipelines.gallery_draw`: detector regions grey, ground-truth boxes blue, matched regions green
+when right and red when wrong, teacher boxes dashed orange on top with their scores), and
+``OUT/losses.png``. Only the first ``--max-images`` images (by id) are drawn.
 """
 from __future__ import annotations
 
@@ -15,87 +20,144 @@ import html
 import json
 import logging
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from pipelines.captions import read_captions
+from pipelines.flickr30k import Flickr30kError, Flickr30kGroundTruth
+from pipelines.gallery_draw import BLUE, GREEN, GREY, ORANGE, PURPLE, RED, SCALE, draw_phrase, plot_losses, region_verdicts
+from pipelines.quality import gt_alignment
+from pipelines.teachers.oracle import caption_index
 from schemas.arrow import teacher_from_row
+from schemas.manifest import current_output, read_manifest
 from schemas.records import ImageLabels, TeacherRecord
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions, list_shards
 
+__all__ = ["GREEN", "GREY", "ORANGE", "RED", "BLUE", "GalleryError", "build_gallery", "draw_phrase", "current_labels", "run_provenance"]
 log = logging.getLogger("pipelines.gallery")
-
-GREY = (150, 150, 150)
-ORANGE = (255, 140, 0)
-GREEN = (0, 200, 0)
-SCALE = 2  # the synthetic images are small; boxes are hard to read at 1x
-LOSS_TERMS = ("loss", "word", "img", "align", "gnd")
+PANEL_WIDTH = 280  # CSS pixels
 
 
-def _dashed_rect(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], colour, width: int = 2, dash: int = 6) -> None:
-    x1, y1, x2, y2 = box
-    for (ax, ay, bx, by) in ((x1, y1, x2, y1), (x2, y1, x2, y2), (x2, y2, x1, y2), (x1, y2, x1, y1)):
-        length = max(abs(bx - ax), abs(by - ay))
-        steps = max(1, int(length // dash))
-        for i in range(0, steps, 2):  # every other segment: a dash, then a gap
-            t0, t1 = i / steps, min(1.0, (i + 1) / steps)
-            draw.line([(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)], fill=colour, width=width)
+class GalleryError(Exception):
+    """The data root has nothing the gallery can show; the message says what to run."""
 
 
-def _scaled(box, scale: int) -> tuple[float, float, float, float]:
-    # Exclusive end: the last pixel inside is x2 - 1.
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1
+@dataclass
+class Labels:
+    """The current labels and where their inputs live, from the labels manifest."""
+
+    dir: Path
+    manifest: dict[str, Any]
+    teacher_dir: Path
+    regions_dir: Path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.manifest.get("config") or {}
 
 
-def draw_phrase(image: Image.Image, regions: np.ndarray, teacher_boxes: list[tuple[float, ...]], matched: np.ndarray, scale: int = SCALE) -> Image.Image:
-    """One panel: all ``regions`` grey, ``teacher_boxes`` dashed orange, ``regions[matched]`` green."""
-    img = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(img)
-    for b in regions:
-        draw.rectangle(_scaled(b, scale), outline=GREY, width=1)
-    for i in np.flatnonzero(matched):
-        draw.rectangle(_scaled(regions[i], scale), outline=GREEN, width=3)
-    for b in teacher_boxes:  # on top: a teacher box often coincides with the region it matched
-        _dashed_rect(draw, _scaled(b, scale), ORANGE, width=2)
-    return img
+def _dag_record(data: Path) -> dict[str, Any]:
+    path = data / "dag.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def plot_losses(losses_jsonl: Path, out_png: Path) -> bool:
-    """Loss curves (one panel per term) from the trainer's ``losses.jsonl``; False when there is none."""
-    if not losses_jsonl.exists():
-        return False
-    rows = [json.loads(line) for line in losses_jsonl.read_text().splitlines() if line.strip()]
-    if not rows:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    terms = [t for t in LOSS_TERMS if t in rows[0]]
-    fig, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), 2.8), squeeze=False)
-    steps = [r["step"] for r in rows]
-    for ax, t in zip(axes[0], terms):
-        ax.plot(steps, [r[t] for r in rows], lw=1)
-        ax.set_title(t)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return True
+def current_labels(data: Path) -> Labels:
+    """``DATA/labels/CURRENT`` (else the DAG's last labels) with its teacher output and region shards."""
+    try:
+        labels_dir = current_output(data / "labels")
+    except ValueError as e:  # a CURRENT that names no fingerprint
+        raise GalleryError(str(e)) from e
+    dag = _dag_record(data)
+    labels_dir = labels_dir or (Path(dag["labels"]["dir"]) if "labels" in dag else None)
+    if labels_dir is None:
+        raise GalleryError(f"{data}: no labels (no {data / 'labels' / 'CURRENT'}); run `python -m pipelines.dag labels --data {data}` first")
+    manifest = read_manifest(labels_dir)
+    if manifest is None:
+        raise GalleryError(f"{labels_dir}: no _MANIFEST.json (an incomplete labels stage); re-run `python -m pipelines.dag labels --data {data}`")
+    teacher_dir = labels_dir.parent.parent / "teacher" / str(manifest.get("upstream", ""))  # the pipeline writes OUT/{teacher,labels}/<fp>
+    regions_dir = Path(manifest.get("regions") or dag.get("regions", {}).get("dir", ""))
+    if not list_shards(regions_dir, REGION_PREFIX):
+        pointed = current_output(regions_dir / "regions") if regions_dir.is_dir() else None  # labels made with --regions DATA
+        if pointed is None or not list_shards(pointed, REGION_PREFIX):
+            raise GalleryError(f"{labels_dir}: its region shards ({regions_dir}) are gone; re-run the DAG")
+        regions_dir = pointed
+    return Labels(labels_dir, manifest, teacher_dir, regions_dir)
 
 
-def _stage_dirs(data: Path) -> dict[str, Path]:
-    dag = data / "dag.json"
-    if not dag.exists():
-        raise FileNotFoundError(f"{dag}: no DAG run recorded; run `python -m pipelines.dag labels --data {data}` first")
-    rec = json.loads(dag.read_text())
-    return {s: Path(rec[s]["dir"]) for s in ("regions", "teacher", "labels") if s in rec}
+def teacher_text(describe: dict[str, Any] | None) -> str:
+    """``simulated (miss_rate=0.6, seed=1)``: path parameters by file name; the ground-truth root that the
+    pipeline hands the oracle/simulated teachers is left out (the fingerprint tells such teachers apart)."""
+    if not describe:
+        return "unknown"
+    items = sorted((k, v) for k, v in (describe.get("params") or {}).items() if k != "flickr30k")
+    params = ", ".join(f"{k}={Path(v).name if isinstance(v, str) and '/' in v else v}" for k, v in items)
+    return f"{describe.get('name', '?')} ({params})" if params else str(describe.get("name", "?"))
+
+
+def run_provenance(run: Path, labels_root: Path) -> dict[str, Any]:
+    """Which labels ``run`` was trained on: ``{"labels": fp or None, "teacher": describe or None, "how": ...}``.
+
+    The DAG's pre-training manifest names the labels' fingerprint; a run started by hand has only its
+    ``config.json``, whose ``--labels`` names a fingerprint directory, or a pointer (``DATA``,
+    ``DATA/labels``) that may have moved since, which cannot be told apart afterwards.
+    """
+    manifest = read_manifest(run) or {}
+    fp = (manifest.get("upstream") or {}).get("labels")
+    how = f"{run / '_MANIFEST.json'}"
+    if not fp and (run / "config.json").exists():
+        given = Path(json.loads((run / "config.json").read_text()).get("labels", ""))
+        fp, how = (read_manifest(given) or {}).get("fingerprint") if list_shards(given, LABEL_PREFIX) else None, f"{run / 'config.json'} (--labels {given})"
+    teacher = (read_manifest(labels_root / fp) or {}).get("teacher") if fp else None
+    losses = run / "losses.jsonl"
+    steps = sum(1 for line in losses.read_text().splitlines() if line.strip()) if losses.exists() else 0
+    return {"dir": run, "labels": fp, "teacher": teacher, "how": how, "steps": steps}
+
+
+def runs_on(data: Path, labels_fp: str) -> list[Path]:
+    """Complete DAG pre-training runs trained on ``labels_fp``, newest first."""
+    found = []
+    for d in sorted((data / "pretrain").glob("*/")):
+        m = read_manifest(d)
+        if m and (m.get("upstream") or {}).get("labels") == labels_fp:
+            found.append((m.get("created_unix", 0), d))
+    return [d for _, d in sorted(found, key=lambda t: -t[0])]
+
+
+def default_run(data: Path, labels: Labels) -> Path | None:
+    """A run trained on the current labels if there is one, else the DAG's last run (which may be stale)."""
+    matching = runs_on(data, labels.fingerprint)
+    if matching:
+        return matching[0]
+    last = _dag_record(data).get("pretrain", {}).get("dir") or current_output(data / "pretrain")
+    return Path(last) if last else None
+
+
+def stale_warning(run: dict[str, Any], labels: Labels, data: Path) -> str | None:
+    """Why the run's losses do not belong to the labels shown, or None when they do."""
+    if run["labels"] == labels.fingerprint:
+        return None
+    current = f"the current labels {labels.fingerprint} (teacher {teacher_text(labels.manifest.get('teacher'))})"
+    if run["labels"] is None:
+        text = f"cannot tell which labels run {run['dir']} was trained on (from {run['how']}); the labels shown are {current}."
+    else:
+        text = (f"run {run['dir']} was trained on labels {run['labels']} (teacher {teacher_text(run['teacher'])}), not on {current}: "
+                f"its loss curves are not those of the labels shown.")
+    others = runs_on(data, labels.fingerprint)
+    return text + (f" A run on the current labels: --run {others[0]}." if others else f" Train on them: python -m pipelines.dag pretrain --data {data}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the stage outputs
 
 
 def _teacher_records(teacher_dir: Path, caption_ids: set[str]) -> dict[str, TeacherRecord]:
@@ -107,61 +169,159 @@ def _teacher_records(teacher_dir: Path, caption_ids: set[str]) -> dict[str, Teac
     return out
 
 
+def _image_paths(labels: Labels, corpus: Path | None, image_ids: set[str]) -> dict[str, Path]:
+    """Local image file per id: ``CORPUS/images/<id>.*``, else the url of its caption as the teacher resolved it."""
+    if corpus is not None:
+        return {i: p for i in image_ids for p in sorted((corpus / "images").glob(f"{i}.*"))[:1]}
+    from pipelines.teacher_stage import MakeTeacherInputs  # the teacher stage's rule for a caption's url
+
+    captions = labels.config.get("captions", "")
+    resolve = MakeTeacherInputs(os.path.dirname(captions), labels.config.get("images", "")).image_path
+    out = {}
+    for kind, cap in read_captions(captions) if captions and os.path.exists(captions) else ():
+        if kind == "caption" and cap.image_id in image_ids and cap.image_id not in out:
+            out[cap.image_id] = Path(resolve(cap.url))
+    return out
+
+
+def _ground_truth(labels: Labels, lab: ImageLabels, boxes: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray, np.ndarray]:
+    """Per stacked phrase: GT boxes (or None), and ``gt_align [P, N]``, ``has_gt [P]`` as the quality metric counts them."""
+    root = labels.config.get("flickr30k")
+    none = ([None] * lab.num_phrases, np.zeros((lab.num_phrases, len(boxes)), bool), np.zeros(lab.num_phrases, bool))
+    if not root:
+        return none
+    gt = Flickr30kGroundTruth(root)
+    try:
+        sentences, gt_boxes = gt.image(lab.image_id)
+    except Flickr30kError:
+        return none
+    per_phrase: list[np.ndarray | None] = []
+    for cap in lab.captions:
+        spans = [(p["start"], p["end"]) for p in cap["phrases"]]
+        per_phrase += gt.phrase_boxes(cap["text"], caption_index(cap["caption_id"]), spans, sentences, gt_boxes)
+    gt_align, has_gt = gt_alignment(lab, boxes, gt)
+    return per_phrase, gt_align, has_gt
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+
+def _display_width(width: int) -> int:
+    # Panels are drawn at SCALE x for crisp lines; shown at most PANEL_WIDTH wide so a card fits on screen.
+    return min(PANEL_WIDTH, width * SCALE)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _card(image_id: str, image: Image.Image, lab: ImageLabels, boxes: np.ndarray, teacher: dict[str, TeacherRecord], labels: Labels, out: Path, scale: int) -> str:
+    gt_per_phrase, gt_align, has_gt = _ground_truth(labels, lab, boxes)
+    totals = {"right": 0, "wrong": 0, "missed": 0}
+    row, caps = 0, []
+    for cap in lab.captions:
+        tea = teacher.get(cap["caption_id"])
+        panels = []
+        for pi, ph in enumerate(cap["phrases"]):
+            tb = [b for b in tea.boxes if b.phrase_index == pi] if tea else []
+            matched, gt_hit = lab.align[row], (gt_align[row] if has_gt[row] else None)
+            name = f"{image_id}_{cap['caption_id'].rsplit('#', 1)[-1]}_{pi}.png"
+            draw_phrase(image, boxes, [b.box for b in tb], matched, scale, gt_per_phrase[row], gt_hit, [b.score for b in tb]).save(out / "img" / name)
+            v = region_verdicts(matched, gt_hit)
+            if gt_hit is None:
+                judged = '<span class="nogt">no ground truth</span>'
+            else:
+                judged = (f'<span class="right">{len(v["right"])} right</span> · <span class="wrong">{len(v["wrong"])} wrong</span> · '
+                          f'{len(v["missed"])} missed · {len(gt_per_phrase[row])} GT box{"es" * (len(gt_per_phrase[row]) != 1)}')
+                for k in totals:
+                    totals[k] += len(v[k])
+            scores = ", ".join(f"{b.score:.2f}" for b in sorted(tb, key=lambda b: -b.score)) or "none"
+            panels.append(
+                f'<figure class="phrase"><img src="img/{name}" alt="{html.escape(ph["text"])}" width="{_display_width(image.width)}">'
+                f'<figcaption><b>{html.escape(ph["text"])}</b><br>teacher boxes: {scores}<br>'
+                f"matched {int(np.count_nonzero(matched))} / {len(boxes)} regions: {judged}</figcaption></figure>"
+            )
+            row += 1
+        caps.append(f'<div class="caption"><p class="cap">“{html.escape(cap["text"])}”</p><div class="row">{"".join(panels) or "<i>no phrases</i>"}</div></div>')
+    head = f"{len(lab.captions)} captions · {lab.num_phrases} phrases · {len(boxes)} regions"
+    if has_gt.any():
+        head += f' · matched regions <span class="right">{totals["right"]} right</span>, <span class="wrong">{totals["wrong"]} wrong</span>, {totals["missed"]} missed'
+    return (f'<article class="card" id="img-{html.escape(image_id)}"><h2>{html.escape(image_id)}</h2><p class="sub">{head}</p>'
+            f'<div class="caps">{"".join(caps) or "<i>no captions</i>"}</div></article>')
+
+
+def _provenance(labels: Labels, run: dict[str, Any] | None) -> str:
+    m = labels.manifest
+    q = (m.get("quality") or {}).get((m.get("teacher") or {}).get("name", ""))
+    st = m.get("stats") or {}
+    quality = (f"precision <b>{_fmt(q.get('precision'))}</b> · recall <b>{_fmt(q.get('recall'))}</b> · F1 {_fmt(q.get('f1'))} "
+               f"(regions: {q.get('tp', 0)} right, {q.get('fp', 0)} wrong, {q.get('fn', 0)} missed; {q.get('phrases_with_gt', 0)} phrases with ground truth)"
+               if q else "no ground truth (give the DAG --flickr30k to measure precision/recall)")
+    rows = [
+        ("labels", f"{html.escape(str(labels.dir))} · IoU ≥ {m.get('iou_threshold', '?')} · {st.get('images', '?')} images, {st.get('phrases', '?')} phrases, "
+                   f"{st.get('positive_pairs', '?')} matched (phrase, region) pairs"),
+        ("teacher", f'<b class="teacher">{html.escape(teacher_text(m.get("teacher")))}</b> · fingerprint {html.escape(str((m.get("teacher") or {}).get("fingerprint", "?")))}'),
+        ("vs ground truth", quality),
+    ]
+    if run is None:
+        rows.append(("run", "none (no pre-training run; python -m pipelines.dag pretrain --data DATA)"))
+    else:
+        on = "the current labels" if run["labels"] == labels.fingerprint else f"labels {run['labels'] or 'unknown'}"
+        rows.append(("run", f"{html.escape(str(run['dir']))} · {run['steps']} steps logged · trained on {html.escape(on)} "
+                            f"(teacher {html.escape(teacher_text(run['teacher']) if run['labels'] else 'unknown')})"))
+    return '<table class="meta">' + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
 def build_gallery(data: Path, run: Path | None, out: Path, corpus: Path | None = None, max_images: int = 24, scale: int = SCALE) -> Path:
-    """Write the gallery; returns the path of ``index.html``."""
-    dirs = _stage_dirs(data)
-    corpus = corpus or data / "sample"
-    regions = {}
-    for shard in list_shards(dirs["regions"], REGION_PREFIX):
-        for _, rec in iter_regions(shard):
-            regions[rec.image_id] = rec.boxes
+    """Write the gallery of the current labels (and ``run``, default :func:`default_run`); returns ``index.html``."""
+    labels = current_labels(data)
+    run = run if run is not None else default_run(data, labels)
+    run_info = run_provenance(run, labels.dir.parent) if run is not None else None
+    warning = stale_warning(run_info, labels, data) if run_info is not None else None
+    if warning:
+        log.warning("gallery: %s", warning)
+
+    regions = {rec.image_id: rec.boxes for shard in list_shards(labels.regions_dir, REGION_PREFIX) for _, rec in iter_regions(shard)}
     chosen = set(sorted(regions)[:max_images])
-    labels: dict[str, ImageLabels] = {}
-    for shard in list_shards(dirs["labels"], LABEL_PREFIX):
-        for _, lab in iter_labels(shard):
-            if lab.image_id in chosen:
-                labels[lab.image_id] = lab
-    teacher = _teacher_records(dirs["teacher"], {c["caption_id"] for lab in labels.values() for c in lab.captions})
+    image_labels = {lab.image_id: lab for shard in list_shards(labels.dir, LABEL_PREFIX) for _, lab in iter_labels(shard) if lab.image_id in chosen}
+    teacher = _teacher_records(labels.teacher_dir, {c["caption_id"] for lab in image_labels.values() for c in lab.captions})
+    paths = _image_paths(labels, corpus, chosen)
 
     (out / "img").mkdir(parents=True, exist_ok=True)
-    sections = []
+    cards, left_out = [], []
     for image_id in sorted(chosen):
-        lab, boxes = labels.get(image_id), regions[image_id]
-        path = corpus / "images" / f"{image_id}.png"
-        if lab is None or not path.exists():
-            log.warning("gallery: image %s has no %s; left out", image_id, "labels" if lab is None else f"image file {path}")
+        lab, path = image_labels.get(image_id), paths.get(image_id)
+        if lab is None or path is None or not path.exists():
+            reason = "no labels" if lab is None else f"no local image file ({path or 'no caption url'})"
+            log.warning("gallery: image %s left out: %s", image_id, reason)
+            left_out.append(f"{html.escape(image_id)}: {html.escape(reason)}")
             continue
-        image = Image.open(path)
-        row, caps = 0, []
-        for cap in lab.captions:
-            tea = teacher.get(cap["caption_id"])
-            panels = []
-            for pi, ph in enumerate(cap["phrases"]):
-                tboxes = [tuple(b.box) for b in tea.boxes if b.phrase_index == pi] if tea else []
-                matched = lab.align[row]
-                name = f"{image_id}_{cap['caption_id'].rsplit('#', 1)[-1]}_{pi}.png"
-                draw_phrase(image, boxes, tboxes, matched, scale).save(out / "img" / name, optimize=False)
-                panels.append(
-                    f'<figure><img src="img/{name}" alt="{html.escape(ph["text"])}" width="{image.width * scale}">'
-                    f'<figcaption><b>{html.escape(ph["text"])}</b><br>teacher boxes {len(tboxes)} · matched regions {int(matched.sum())}'
-                    f" / {len(boxes)}</figcaption></figure>"
-                )
-                row += 1
-            caps.append(f'<p class="cap">{html.escape(cap["text"])}</p><div class="row">{"".join(panels) or "<i>no phrases</i>"}</div>')
-        sections.append(f'<section><h2>{html.escape(image_id)}</h2>{"".join(caps) or "<i>no captions</i>"}</section>')
+        cards.append(_card(image_id, Image.open(path), lab, regions[image_id], teacher, labels, out, scale))
 
     losses = ""
-    if run is not None and plot_losses(run / "losses.jsonl", out / "losses.png"):
-        losses = f'<h2>Loss curves</h2><p><a href="losses.png"><img src="losses.png" alt="loss curves"></a><br>from {html.escape(str(run / "losses.jsonl"))}</p>'
+    if run_info is not None:
+        title = f"run {run_info['dir'].name} · labels {run_info['labels'] or 'unknown'} · teacher {teacher_text(run_info['teacher']) if run_info['labels'] else 'unknown'}"
+        if plot_losses(run_info["dir"] / "losses.jsonl", out / "losses.png", title):
+            losses = (f'<h2 id="losses">Loss curves</h2><p class="losscap">{html.escape(title)}</p>{"<p class=warn>" + html.escape(warning) + "</p>" if warning else ""}'
+                      f'<p class="losses"><a href="losses.png"><img src="losses.png" alt="loss curves"></a><br>from {html.escape(str(run_info["dir"] / "losses.jsonl"))}</p>')
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ssga pseudo-label gallery</title>
-<style>body{{font-family:sans-serif;margin:1em}} .row{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}}
-figcaption{{font-size:12px;max-width:{64 * scale}px}} .cap{{margin:.4em 0}} .key span{{padding:0 .4em;margin-right:1em}}</style></head>
-<body><h1>Pseudo labels ({len(sections)} images)</h1>
-<p class="key"><span style="border:1px solid rgb{GREY}">detector regions</span><span style="border:2px dashed rgb{ORANGE}">teacher boxes</span>
-<span style="border:3px solid rgb{GREEN}">matched regions (M = 1)</span> labels: {html.escape(str(dirs['labels']))}
-{'· <a href="losses.png">loss curves</a>' if losses else ''}</p>
-{''.join(sections)}
+<style>body{{font-family:sans-serif;margin:1em;background:#f4f4f4}} .row{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}}
+figcaption{{font-size:12px;max-width:{PANEL_WIDTH}px}} .cap{{margin:.5em 0 .2em;max-width:{2 * PANEL_WIDTH}px}} .caps{{display:flex;flex-wrap:wrap;column-gap:24px}} .key span{{padding:0 .4em;margin-right:.8em}}
+.card{{background:#fff;border:1px solid #ccc;border-radius:6px;padding:.4em .8em .8em;margin:0 0 1em}} .card h2{{margin:.2em 0;font-size:1.1em}}
+.losses img{{max-width:100%}} .sub{{margin:0;color:#555;font-size:13px}} .meta th{{text-align:left;padding-right:1em;vertical-align:top}} .meta td{{font-size:14px}}
+.warn{{background:#fff3cd;border:2px solid #d39e00;padding:.5em .8em;font-weight:bold}} .right{{color:rgb{GREEN}}} .wrong{{color:rgb{RED}}} .nogt{{color:rgb{PURPLE}}}
+</style></head>
+<body><h1>Pseudo-label gallery ({len(cards)} image{"s" * (len(cards) != 1)})</h1>
+{f'<p class="warn" id="stale-run">⚠ {html.escape(warning)}</p>' if warning else ''}
+{_provenance(labels, run_info)}
+<p class="key"><span style="border:1px solid rgb{GREY}">detector regions</span><span style="border:2px solid rgb{BLUE}">ground truth</span>
+<span style="border:3px solid rgb{GREEN}">matched, right</span><span style="border:3px solid rgb{RED}">matched, wrong</span>
+<span style="border:3px solid rgb{PURPLE}">matched, no ground truth</span><span style="border:2px dashed rgb{ORANGE}">teacher box (score)</span>
+{'· <a href="#losses">loss curves</a>' if losses else ''}</p>
+{''.join(cards)}
+{'<p class="sub">left out: ' + '; '.join(left_out) + '</p>' if left_out else ''}
 {losses}
 </body></html>
 """
@@ -169,25 +329,27 @@ figcaption{{font-size:12px;max-width:{64 * scale}px}} .cap{{margin:.4em 0}} .key
     tmp = out / f".index.html.tmp-{os.getpid()}"
     tmp.write_text(page)
     os.replace(tmp, index)
-    log.info("gallery: %d images → %s", len(sections), index)
+    log.info("gallery: %d images → %s", len(cards), index)
     return index
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m pipelines.gallery", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="data root of a DAG run (holds dag.json)")
-    ap.add_argument("--run", default="", help="trainer run directory (losses.jsonl); default: the DAG's pretrain run, if any")
+    ap.add_argument("--data", required=True, help="data root of a DAG run (holds labels/CURRENT)")
+    ap.add_argument("--run", default="", help="trainer run directory (losses.jsonl); default: a run on the current labels, else the DAG's last run")
     ap.add_argument("--out", default="", help="output directory (default DATA/gallery)")
-    ap.add_argument("--corpus", default="", help="corpus with images/ (default DATA/sample)")
+    ap.add_argument("--corpus", default="", help="corpus with images/<image_id>.* (default: the caption urls, as the teacher read them)")
     ap.add_argument("--max-images", type=int, default=24)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     data = Path(args.data)
     run = Path(args.run) if args.run else None
-    if run is None and (data / "dag.json").exists():
-        rec = json.loads((data / "dag.json").read_text())
-        run = Path(rec["pretrain"]["dir"]) if "pretrain" in rec else None
-    index = build_gallery(data, run, Path(args.out) if args.out else data / "gallery", Path(args.corpus) if args.corpus else None, args.max_images)
+    if run is not None and not run.is_dir():
+        sys.exit(f"gallery: --run {run}: no such run directory")
+    try:
+        index = build_gallery(data, run, Path(args.out) if args.out else data / "gallery", Path(args.corpus) if args.corpus else None, args.max_images)
+    except GalleryError as e:
+        sys.exit(f"gallery: {e}")
     print(index)
 
 
