@@ -104,3 +104,52 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def flatten_like_cudnn(model) -> int:
+    """Make every LSTM weight a view into one flat buffer per LSTM, as cuDNN's ``flatten_parameters``
+    does on CUDA (on CPU it is a no-op); returns how many LSTMs were flattened."""
+    import torch
+
+    n = 0
+    for lstm in [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]:
+        params = list(lstm._flat_weights)
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        offset = 0
+        for p in params:
+            p.data = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        n += 1
+    return n
+
+
+def ddp_train_worker(rank: int, world: int, port: int, cfg, log_dir: str) -> None:
+    """One rank of ``trainer.train.train`` under a gloo group; records every collective it makes."""
+    import json
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from trainer import train as train_mod
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            t = args[0] if args else None
+            calls.append({"op": name, "device": str(t.device) if torch.is_tensor(t) else None})
+            return fn(*args, **kwargs)
+        return wrapped
+
+    dist.all_reduce = spy("all_reduce", dist.all_reduce)
+    dist.broadcast = spy("broadcast", dist.broadcast)
+    try:
+        records = train_mod.train(cfg)
+        with open(os.path.join(log_dir, f"rank{rank}.json"), "w") as f:
+            json.dump({"calls": calls, "records": records}, f)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -79,7 +79,7 @@ class GroundingHead(nn.Module):
             return (tokens * valid).sum(2) / length.unsqueeze(-1).to(tokens.dtype)
         # Left-to-right LSTM: the state after the phrase's last token ignores the padding after it.
         # Run it in float32: recurrent kernels do not all support bf16 under autocast.
-        with torch.autocast(device_type=tokens.device.type, enabled=False):
+        with torch.autocast(device_type="cuda" if tokens.is_cuda else "cpu", enabled=False):
             seq, _ = self.lstm(tokens.reshape(b * k, width, -1).float())  # [B*K, W, H]
         last = (length.view(b * k) - 1).view(-1, 1, 1).expand(-1, 1, seq.shape[-1])
         return torch.gather(seq, 1, last).view(b, k, -1)
