@@ -177,9 +177,9 @@ def test_an_epoch_without_examples_raises_instead_of_spinning(tmp_path, tok, wor
 
 def test_compile_flag_wraps_the_model(corpus, tmp_path):
     root, regions, labels = corpus
-    assert not train_mod.compile_enabled(TrainConfig(), CPU)
-    assert train_mod.compile_enabled(TrainConfig(), torch.device("cuda"))
-    assert not train_mod.compile_enabled(TrainConfig(compile="off"), torch.device("cuda"))
+    assert not train_mod.compile_enabled(TrainConfig(compile="auto"), CPU)
+    assert train_mod.compile_enabled(TrainConfig(compile="auto"), torch.device("cuda"))
+    assert not train_mod.compile_enabled(TrainConfig(), torch.device("cuda"))
     records = train(tiny_config(regions, labels, tmp_path / "c", steps=2, compile="on", compile_backend="eager"))
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
 

@@ -431,9 +431,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cfg = parse_args(argv)
     try:
+        cfg = parse_args(argv)
         train(cfg)
+    except (ValueError, FileNotFoundError) as e:  # a user's mistake (bad flag, wrong or stale data): one line
+        log.error("%s", e)
+        raise SystemExit(2) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
