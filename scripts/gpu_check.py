@@ -50,8 +50,10 @@ def launch(args: argparse.Namespace, train_args: list[str], out: Path) -> subpro
 
 
 def losses(run: Path) -> dict[int, dict]:
+    """Step → record of every complete line (a running trainer may be mid-write on the last)."""
     path = run / "losses.jsonl"
-    return {r["step"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    return {r["step"]: r for r in map(json.loads, lines)}
 
 
 def run_to_end(args, train_args, out: Path) -> None:
