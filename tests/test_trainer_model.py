@@ -13,7 +13,7 @@ from trainer.losses import TERMS, loss_counts, loss_sums
 from trainer.models import build_model
 from trainer.models.embeddings import box_sine_cosine
 from trainer.text import load_tokenizer
-from trainer.train import BatchStream, make_optimizer, train_step
+from trainer.train import BatchStream, make_optimizer, stats_dict, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, first_batch, grounding_scores, tiny_config, write_corpus
 
@@ -47,7 +47,7 @@ def test_every_loss_term_is_finite_and_overfitting_lowers_the_total(corpus, tok,
     terms = loss_sums(net(batch), batch) / counts
     assert torch.isfinite(terms).all(), dict(zip(TERMS, terms.tolist()))
     opt = make_optimizer(net, cfg)
-    history = [train_step(net, opt, [batch], cfg, i, CPU) for i in range(25)]
+    history = [stats_dict(train_step(net, opt, [batch], cfg, i, CPU)) for i in range(25)]
     for h in history:
         assert all(torch.isfinite(torch.tensor(h[t])) for t in (*TERMS, "loss"))
     assert history[-1]["loss"] < 0.6 * history[0]["loss"], [round(h["loss"], 3) for h in history]

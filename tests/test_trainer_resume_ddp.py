@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from trainer.models import build_model
 from trainer.text import load_tokenizer
-from trainer.train import make_optimizer, train, train_step
+from trainer.train import make_optimizer, stats_dict, train, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, ddp_worker, first_batch, split_batch, tiny_config, write_corpus
 
@@ -55,7 +55,7 @@ def test_gradient_accumulation_matches_the_full_batch(corpus):
     for micro in ([batch], split_batch(batch, 2)):
         torch.manual_seed(0)
         net = build_model(cfg, 16, NUM_CLASSES, len(tok))
-        res = train_step(net, make_optimizer(net, cfg), micro, cfg, 0, CPU)
+        res = stats_dict(train_step(net, make_optimizer(net, cfg), micro, cfg, 0, CPU))
         results.append((res, [p.detach().clone() for p in net.parameters()]))
     (ra, pa), (rb, pb) = results
     assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
@@ -81,7 +81,7 @@ def test_ddp_two_gloo_processes_match_one_process(corpus, tmp_path):
     batch = first_batch(cfg, tok)
     torch.manual_seed(cfg.seed)
     net = build_model(cfg, 16, NUM_CLASSES, len(tok))
-    res = train_step(net, make_optimizer(net, cfg), [batch], cfg, 0, CPU)
+    res = stats_dict(train_step(net, make_optimizer(net, cfg), [batch], cfg, 0, CPU))
     assert got["__loss__"][0].item() == pytest.approx(res["loss"], rel=1e-5)
     assert got["__loss__"][1].item() == pytest.approx(res["gnd"], rel=1e-5)
     for name, p in net.named_parameters():

@@ -46,11 +46,17 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
     """Row-split a collated batch (same padding), e.g. to give each DDP rank its share."""
     import torch
 
-    n = batch["input_ids"].shape[0]
+    n, t = batch["mlm_labels"].shape
+    r = batch["region_masked"].shape[1]
+    flat = {"mlm_pos": ("mlm_target", t), "mrc_pos": ("mrc_target", r)}  # flat indices: row-split by position
     bounds = [round(i * n / parts) for i in range(parts + 1)]
     out = []
     for a, b in zip(bounds, bounds[1:]):
-        out.append({k: (v[a:b] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in batch.items()})
+        part = {k: (v[a:b] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in batch.items() if k not in flat and k not in ("mlm_target", "mrc_target")}
+        for pos, (target, width) in flat.items():
+            keep = (batch[pos] >= a * width) & (batch[pos] < b * width)
+            part[pos], part[target] = batch[pos][keep] - a * width, batch[target][keep]
+        out.append(part)
     return out
 
 
@@ -69,7 +75,7 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
 
     from trainer.models import build_model
     from trainer.text import load_tokenizer
-    from trainer.train import make_optimizer, train_step
+    from trainer.train import make_optimizer, stats_dict, train_step
 
     torch.set_num_threads(1)
     tok = load_tokenizer(cfg.tokenizer)
@@ -81,7 +87,7 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, batch["feat"].shape[-1], NUM_CLASSES, len(tok))
         opt = make_optimizer(model, cfg)
-        result = train_step(DDP(model), opt, [batch], cfg, 0, torch.device("cpu"))
+        result = stats_dict(train_step(DDP(model), opt, [batch], cfg, 0, torch.device("cpu")))
         if rank == 0:
             tensors = {k: v.detach().clone().contiguous() for k, v in model.named_parameters()}
             tensors["__loss__"] = torch.tensor([result["loss"], result["gnd"], result["word"]], dtype=torch.float64)
@@ -98,3 +104,52 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def flatten_like_cudnn(model) -> int:
+    """Make every LSTM weight a view into one flat buffer per LSTM, as cuDNN's ``flatten_parameters``
+    does on CUDA (on CPU it is a no-op); returns how many LSTMs were flattened."""
+    import torch
+
+    n = 0
+    for lstm in [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]:
+        params = list(lstm._flat_weights)
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        offset = 0
+        for p in params:
+            p.data = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        n += 1
+    return n
+
+
+def ddp_train_worker(rank: int, world: int, port: int, cfg, log_dir: str) -> None:
+    """One rank of ``trainer.train.train`` under a gloo group; records every collective it makes."""
+    import json
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from trainer import train as train_mod
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            t = args[0] if args else None
+            calls.append({"op": name, "device": str(t.device) if torch.is_tensor(t) else None})
+            return fn(*args, **kwargs)
+        return wrapped
+
+    dist.all_reduce = spy("all_reduce", dist.all_reduce)
+    dist.broadcast = spy("broadcast", dist.broadcast)
+    try:
+        records = train_mod.train(cfg)
+        with open(os.path.join(log_dir, f"rank{rank}.json"), "w") as f:
+            json.dump({"calls": calls, "records": records}, f)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

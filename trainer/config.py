@@ -72,6 +72,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     cpu_threads: int = 0  # torch threads per process on CPU; 0: cores / processes - loader workers
     bf16: bool = True  # autocast on GPU (ignored on CPU)
+    compile: str = "off"  # torch.compile the model: "off" | "on" | "auto" (on CUDA only); off until a GPU bench shows it pays
+    compile_backend: str = "inductor"  # torch.compile backend ("eager"/"aot_eager" to debug)
     # ---- logging and checkpoints
     log_every: int = 10
     ckpt_every: int = 100
@@ -162,6 +164,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "location": ("spe", "5d"),
         "phrase_repr": ("lstm", "mean"),
         "device": ("auto", "cpu", "cuda"),
+        "compile": ("auto", "on", "off"),
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:

@@ -36,9 +36,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-import webdataset as wds
 
-from schemas.manifest import current_output
+from schemas.manifest import current_output, read_manifest
 from schemas.records import labels_problem, region_problem
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, ShardError, decode_labels, decode_region, iter_shard, list_shards
 from trainer.config import TrainConfig
@@ -102,6 +101,43 @@ def shard_dir(directory: str | Path, prefix: str) -> Path:
 
 def region_shards(regions_dir: str | Path) -> list[str]:
     return [str(p) for p in list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)]
+
+
+def stale_labels_problem(regions_dir: str | Path, labels_dir: str | Path) -> str | None:
+    """Why the label shards were made from other regions than these, or None (also when unknown).
+
+    Both directories must hold a stage manifest (``_MANIFEST.json``); without them nothing is said.
+    The labels manifest records the region directory it read (``regions``), how many region
+    samples it read (``images.in``) and how many shards it wrote (``num_shards``); a
+    ``regions_fingerprint`` field, where a labels manifest has one, is compared directly. The
+    labels are stale when the regions they recorded carry another fingerprint than these, or the
+    sample or shard counts differ from this regions manifest's.
+    """
+    rdir, ldir = shard_dir(regions_dir, REGION_PREFIX), shard_dir(labels_dir, LABEL_PREFIX)
+    rm, lm = read_manifest(rdir), read_manifest(ldir)
+    if not rm or not lm or lm.get("stage") != "labels":
+        return None
+    fp = rm.get("fingerprint")
+    claimed = lm.get("regions_fingerprint")
+    if claimed is None and lm.get("regions"):
+        try:
+            source = read_manifest(lm["regions"]) if Path(lm["regions"]).resolve() != rdir.resolve() else None
+        except (OSError, ValueError):  # another machine's path, or a remote URL: not readable here
+            source = None
+        claimed = source.get("fingerprint") if source else None
+    reasons = []
+    if claimed and fp and claimed != fp:
+        reasons.append(f"they were made from regions {claimed} ({lm.get('regions', '?')}), these are {fp}")
+    made_from = (lm.get("images") or {}).get("in")
+    have = (rm.get("counts") or {}).get("out")
+    if made_from is not None and have is not None and made_from != have:
+        reasons.append(f"they were made from {made_from} region samples, these regions hold {have}")
+    if lm.get("num_shards") is not None and rm.get("num_shards") is not None and lm["num_shards"] != rm["num_shards"]:
+        reasons.append(f"{lm['num_shards']} label shards for {rm['num_shards']} region shards")
+    if not reasons:
+        return None
+    return (f"labels {ldir} do not belong to regions {rdir}: {'; '.join(reasons)}. "
+            "Re-run `make labels` (or pipelines.label_pipeline on these regions) to rebuild them.")
 
 
 def label_shard_for(region_shard: str | Path, labels_dir: str | Path) -> Path:
@@ -240,13 +276,14 @@ def tokenize(src: Iterable[dict], tokenizer, max_len: int, skips: SkipCounter) -
 _TEXT_FIELDS = ("text", "spans", "input_ids", "phrase_spans", "align", "iou", "score")
 
 
-def itm_negatives(src: Iterable[dict], buffer_size: int, neg_prob: float, seed: int, epoch: int) -> Iterator[dict]:
+def itm_negatives(
+    src: Iterable[dict], buffer_size: int, neg_prob: float, seed: int, epoch: int, rank: int = 0, worker: int = 0
+) -> Iterator[dict]:
     """Shuffle through a buffer; for ``neg_prob`` of the examples swap in another image's caption.
 
     A swapped example is an image-text-matching negative (``itm = 0``) and carries no MLM, region
     or grounding targets, as in ViLBERT: its phrases describe a different image.
     """
-    rank, _, worker, _ = wds.utils.pytorch_worker_info()
     rng = np.random.default_rng([seed, epoch, rank, worker, 0x17])
     buf: list[dict] = []
 
@@ -323,7 +360,7 @@ def collate(examples: list[dict]) -> dict[str, Any]:
         "boxes": torch.zeros(b, r, 4),
         "region_mask": torch.zeros(b, r, dtype=torch.bool),
         "region_masked": torch.zeros(b, r, dtype=torch.bool),  # region-classification targets
-        "cls_target": torch.zeros(b, r, c),
+        "cls_target": torch.zeros(b, r, c),  # dropped below: only the masked rows travel (mrc_target)
         "itm_label": torch.tensor([ex["itm"] for ex in examples], dtype=torch.float32),
         "pair_region": torch.zeros(b, k, dtype=torch.long),
         "pair_start": torch.zeros(b, k, dtype=torch.long),
@@ -353,7 +390,25 @@ def collate(examples: list[dict]) -> dict[str, Any]:
             out["pair_target"][i, :np_] = torch.from_numpy(p.target)
             out["pair_mask"][i, :np_] = True
     out["uids"] = [ex["uid"] for ex in examples]
-    return out
+    return add_targets(out)
+
+
+def add_targets(batch: dict[str, Any]) -> dict[str, Any]:
+    """Gather indices and targets of the masked positions, computed here on the host.
+
+    ``mlm_pos``/``mrc_pos``: flat indices into [B*T] / [B*R]; ``mlm_target`` the token ids,
+    ``mrc_target`` the detector distributions of the masked regions (replacing the dense
+    ``cls_target``, ~7x fewer bytes to copy); ``pair_width`` the longest phrase span (a Python int).
+    The model gathers by index, so a GPU step never waits on the size of a boolean selection.
+    """
+    mlm = batch["mlm_labels"].reshape(-1)
+    batch["mlm_pos"] = torch.nonzero(mlm != IGNORE).reshape(-1)
+    batch["mlm_target"] = mlm[batch["mlm_pos"]]
+    batch["mrc_pos"] = torch.nonzero(batch["region_masked"].reshape(-1)).reshape(-1)
+    cls = batch.pop("cls_target")
+    batch["mrc_target"] = cls.reshape(-1, cls.shape[-1])[batch["mrc_pos"]]
+    batch["pair_width"] = int((batch["pair_end"] - batch["pair_start"]).clamp(min=1).max()) if batch["pair_end"].numel() else 1
+    return batch
 
 
 def batched(src: Iterable[dict], batch_size: int, skips: SkipCounter) -> Iterator[dict]:
@@ -381,33 +436,104 @@ def sampler_config(cfg: TrainConfig) -> SamplerConfig:
     return SamplerConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SamplerConfig)})
 
 
-def make_dataset(cfg: TrainConfig, tokenizer, epoch: int) -> wds.DataPipeline:
-    """The whole chain for one epoch (rank and worker come from torch.distributed / the DataLoader)."""
+def shard_is_empty(path: str) -> bool:
+    """True when a tar holds no sample (the regions stage writes such shards for a small corpus)."""
+    samples = iter_shard(path)
+    try:
+        return next(samples, None) is None
+    finally:
+        samples.close()
+
+
+def nonempty_region_shards(regions_dir: str | Path) -> list[str]:
+    """The region shards that hold at least one sample; an empty shard has nothing to stream."""
+    return [s for s in region_shards(regions_dir) if not shard_is_empty(s)]
+
+
+def worker_shards(shards: list[str], seed: int, epoch: int, rank: int, world: int, worker: int, workers: int) -> list[str]:
+    """The shards logical worker ``worker`` of rank ``rank`` reads in ``epoch`` (as wds.split_by_node/_by_worker)."""
+    return epoch_shards(shards, seed, epoch)[rank::world][worker::workers]
+
+
+def epoch_batches(cfg: TrainConfig, tokenizer, shards: list[str], epoch: int, rank: int = 0, worker: int = 0) -> Iterator[dict]:
+    """The whole chain over one worker's shards of one epoch."""
     skips = SkipCounter(cfg.bad_input)
     special = set(tokenizer.all_special_ids)
-    return wds.DataPipeline(
-        wds.SimpleShardList(epoch_shards(region_shards(cfg.regions), cfg.seed, epoch)),
-        wds.split_by_node,
-        wds.split_by_worker,
-        functools.partial(zip_label_shards, labels_dir=str(shard_dir(cfg.labels, LABEL_PREFIX)), skips=skips),
-        functools.partial(decode_pairs, skips=skips),
-        functools.partial(to_examples, max_regions=cfg.max_regions, skips=skips),
-        functools.partial(tokenize, tokenizer=tokenizer, max_len=cfg.max_text_len, skips=skips),
-        functools.partial(itm_negatives, buffer_size=cfg.shuffle_buffer, neg_prob=cfg.itm_neg_prob, seed=cfg.seed, epoch=epoch),
-        functools.partial(
-            mask_text, prob=cfg.mlm_prob, mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
-            special_ids=special, seed=cfg.seed, epoch=epoch,
-        ),
-        functools.partial(mask_regions, prob=cfg.region_mask_prob, seed=cfg.seed, epoch=epoch),
-        functools.partial(sample_pairs, cfg=sampler_config(cfg), seed=cfg.seed, epoch=epoch),
-        functools.partial(batched, batch_size=cfg.batch_size, skips=skips),
-    )
+    src: Iterable[dict] = ({"url": s} for s in shards)
+    src = zip_label_shards(src, labels_dir=str(shard_dir(cfg.labels, LABEL_PREFIX)), skips=skips)
+    src = decode_pairs(src, skips)
+    src = to_examples(src, cfg.max_regions, skips)
+    src = tokenize(src, tokenizer, cfg.max_text_len, skips)
+    src = itm_negatives(src, cfg.shuffle_buffer, cfg.itm_neg_prob, cfg.seed, epoch, rank, worker)
+    src = mask_text(src, cfg.mlm_prob, tokenizer.mask_token_id, len(tokenizer), special, cfg.seed, epoch)
+    src = mask_regions(src, cfg.region_mask_prob, cfg.seed, epoch)
+    src = sample_pairs(src, sampler_config(cfg), cfg.seed, epoch)
+    return batched(src, cfg.batch_size, skips)
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+class OneEpoch(torch.utils.data.IterableDataset):
+    """One epoch of this rank's shards, split over the DataLoader workers (each worker is one logical worker)."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, epoch: int):
+        self.cfg, self.tokenizer, self.epoch = cfg, tokenizer, epoch
+        self.shards = region_shards(cfg.regions)
+        self.rank, self.world = _rank_world()
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        mine = worker_shards(self.shards, self.cfg.seed, self.epoch, self.rank, self.world, worker, workers)
+        return epoch_batches(self.cfg, self.tokenizer, mine, self.epoch, self.rank, worker)
 
 
 def make_loader(cfg: TrainConfig, tokenizer, epoch: int) -> torch.utils.data.DataLoader:
-    """Batches come out of the workers already collated (``batch_size=None``), in a fixed worker order."""
-    ds = make_dataset(cfg, tokenizer, epoch)
+    """One epoch's batches (for evaluation and tests); training uses :class:`EndlessStreams`.
+
+    Batches come out of the workers already collated (``batch_size=None``), in a fixed worker order.
+    """
     return torch.utils.data.DataLoader(
-        ds, batch_size=None, num_workers=cfg.num_workers, persistent_workers=False,
+        OneEpoch(cfg, tokenizer, epoch), batch_size=None, num_workers=cfg.num_workers,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
     )
+
+
+class EndlessStreams(torch.utils.data.IterableDataset):
+    """Every logical worker streams its shards epoch after epoch, without end.
+
+    The DataLoader starts its workers once and never again (no re-spawn at epoch boundaries), and
+    no rank ever runs out of batches, so ranks need no per-step agreement. Each item is tagged
+    with its logical worker, epoch and index in that worker's epoch, and every worker epoch ends
+    with a marker (``n == 0, "end": True``), so the consumer knows each worker's position.
+
+    With ``batch_size=None`` the DataLoader yields from physical workers 0, 1, ..., W-1 in turn; a
+    resumed loader starts again at physical 0, so physical worker ``p`` plays logical worker
+    ``(p + offset) % W`` with ``offset`` the logical worker whose turn came next at the checkpoint.
+    Resume then continues every logical worker at its (epoch, index) in the original order.
+    """
+
+    def __init__(self, cfg: TrainConfig, tokenizer, shards: list[str], rank: int, world: int,
+                 positions: list[list[int]], offset: int):
+        self.cfg, self.tokenizer, self.shards = cfg, tokenizer, shards
+        self.rank, self.world = rank, world
+        self.positions, self.offset = positions, offset
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        workers = len(self.positions)
+        worker = ((info.id if info else 0) + self.offset) % workers
+        epoch, skip = self.positions[worker]
+        while True:
+            mine = worker_shards(self.shards, self.cfg.seed, epoch, self.rank, self.world, worker, workers)
+            items = itertools.chain(epoch_batches(self.cfg, self.tokenizer, mine, epoch, self.rank, worker), [{"n": 0, "skips": {}, "end": True}])
+            # Items before ``skip`` were trained on before the checkpoint: recompute (the buffer
+            # and masks depend on them) but do not emit.
+            for index, item in enumerate(items):
+                if index >= skip:
+                    yield {**item, "worker": worker, "epoch": epoch, "index": index}
+            epoch, skip = epoch + 1, 0

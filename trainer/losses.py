@@ -4,6 +4,10 @@
 its own items: masked tokens, masked regions, (image, caption) examples, sampled region-phrase pairs.
 The loop divides each sum by the count over the whole global batch (all micro-batches, all ranks),
 so gradient accumulation and DDP give exactly the single-process gradient.
+
+Nothing here reads a value back to the host: masked positions arrive as index tensors built by the
+loader (``mlm_pos``/``mlm_target``, ``mrc_pos``/``mrc_target``, see ``trainer.data.add_targets``),
+so on a GPU the step never waits on a boolean-mask ``nonzero``.
 """
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ TERMS = ("word", "img", "align", "gnd")
 
 
 def loss_counts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Items each term averages over, known before the forward pass: [4] float."""
+    """Items each term averages over, known before the forward pass: [4] float, on the batch's device."""
+    device = batch["itm_label"].device
     return torch.stack(
         [
             (batch["mlm_labels"] != IGNORE).sum(),
             batch["region_masked"].sum(),
-            torch.tensor(batch["itm_label"].numel()),
+            torch.tensor(batch["itm_label"].numel(), device=device),
             batch["pair_mask"].sum(),
         ]
     ).float()
@@ -30,10 +35,9 @@ def loss_counts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-term summed losses: [4] (word CE, region KL, ITM BCE, grounding BCE)."""
-    labels = batch["mlm_labels"][batch["mlm_labels"] != IGNORE]
-    word = F.cross_entropy(out["mlm_logits"].float(), labels, reduction="sum")
+    word = F.cross_entropy(out["mlm_logits"].float(), batch["mlm_target"], reduction="sum")
     # KL(detector distribution ‖ predicted), summed over classes and masked regions.
-    target = batch["cls_target"][batch["region_masked"]]
+    target = batch["mrc_target"]
     target = target / target.sum(-1, keepdim=True).clamp(min=1e-12)
     img = F.kl_div(F.log_softmax(out["region_logits"].float(), -1), target, reduction="sum")
     align = F.binary_cross_entropy_with_logits(out["itm_logit"].float(), batch["itm_label"], reduction="sum")

@@ -8,10 +8,14 @@ One visible loop (like nanoGPT): fetch ``grad_accum`` micro-batches → forward/
 clip → AdamW step → log → checkpoint. Writes ``<out>/losses.jsonl`` (one line per step, every
 term), TensorBoard scalars under ``<out>/tb``, and checkpoints (see trainer.checkpoint).
 
-Exact resume: the data stream of an epoch is a pure function of (seed, epoch, world size,
-workers), and the dropout RNG is re-seeded from (seed, step, rank) at every step, so a checkpoint
-needs only the weights, the optimizer and the data position (epoch, batches taken in the epoch).
-Resuming rebuilds that epoch's stream and skips the batches already taken.
+On a GPU the loop never waits on the device between log lines: step statistics stay on the
+device and are read back every ``log_every`` steps (and before each checkpoint), each batch is
+copied once from pinned memory, AdamW is fused, and ``torch.compile`` is on (``--compile``).
+
+Exact resume: each loader worker's stream is a pure function of (seed, epoch, rank, world size,
+worker, workers), and the dropout RNG is re-seeded from (seed, step, rank) at every step, so a
+checkpoint needs only the weights, the optimizer and the data position: per rank, each worker's
+(epoch, items taken) and whose turn is next. Resuming restarts every worker there.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from schemas.shards import decode_region, iter_shard
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, parse_args
-from trainer.data import _seed_of, make_loader, region_shards
+from trainer.data import EndlessStreams, _seed_of, nonempty_region_shards, region_shards, stale_labels_problem
 from trainer.losses import TERMS, loss_counts, loss_sums, total_loss, weights
 from trainer.models import build_model
 from trainer.text import load_tokenizer
@@ -70,12 +74,17 @@ def configure_cpu_threads(cfg: TrainConfig, world: int = 1) -> int:
 
 
 def probe_shapes(regions_dir: str) -> tuple[int, int]:
-    """(feature width, detector classes) from the first region sample; 1 class when there is none."""
-    first = region_shards(regions_dir)[0]
-    for key, members in iter_shard(first):
-        rec = decode_region(members, f"{first}:{key}")
-        return int(rec.features.shape[1]), int(rec.cls_prob.shape[1]) if rec.cls_prob is not None else 1
-    raise ValueError(f"{first}: empty region shard")
+    """(feature width, detector classes) from the first sample of the first non-empty region shard.
+
+    Empty shards are allowed (a small corpus over many shards has some); 1 class when the source
+    has no class distribution.
+    """
+    shards = region_shards(regions_dir)
+    for shard in shards:
+        for key, members in iter_shard(shard):
+            rec = decode_region(members, f"{shard}:{key}")
+            return int(rec.features.shape[1]), int(rec.cls_prob.shape[1]) if rec.cls_prob is not None else 1
+    raise ValueError(f"{regions_dir}: all {len(shards)} region shards are empty; re-run the regions stage on a non-empty source")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -84,7 +93,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6)
+    # Fused on CUDA: one kernel for every parameter instead of several per tensor.
+    fused = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6, fused=fused or None)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -99,72 +110,104 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class BatchStream:
-    """Batches across epochs, keeping the data position (epoch, batches taken in it).
+    """This rank's batches, epoch after epoch, from loader workers that live as long as the run.
 
-    Ranks move to the next epoch together: when any rank's shards run out, all do (one all-reduce
-    per batch), so DDP never waits on a rank that has nothing to give.
+    Each logical worker streams its own shards forever (``trainer.data.EndlessStreams``), so there
+    is no stall at epoch boundaries and no rank ever runs out: no collective is needed per batch.
+    The data position is each worker's (epoch, items taken) plus whose turn is next; a checkpoint
+    stores it and a resumed stream continues every worker exactly there.
     """
 
-    def __init__(self, cfg: TrainConfig, tokenizer, epoch: int = 0, taken: int = 0):
-        self.cfg, self.tokenizer = cfg, tokenizer
-        self.epoch, self.taken = epoch, taken
+    def __init__(self, cfg: TrainConfig, tokenizer, position: dict | None = None, rank: int = 0, world: int = 1,
+                 pin_memory: bool = False):
+        self.cfg = cfg
+        shards = nonempty_region_shards(cfg.regions)
+        per_rank = len(shards) // world
+        if per_rank < 1:
+            raise ValueError(f"{cfg.regions}: {len(shards)} non-empty region shards cannot feed {world} ranks; write at least one per rank")
+        # A worker without shards would stream nothing forever: never start more than there are shards.
+        workers = max(1, min(cfg.num_workers, per_rank))
+        if cfg.num_workers > per_rank:
+            log.warning("%d non-empty shards for %d ranks x %d workers: using %d workers per rank", len(shards), world, cfg.num_workers, workers)
+        if position is not None and len(position["positions"]) != workers:
+            log.warning("resuming with %d loader workers per rank, checkpoint had %d: the data order will differ",
+                        workers, len(position["positions"]))
+            start = min(position["positions"])[0]
+            position = {"positions": [[start, 0] for _ in range(workers)], "turn": 0}
+        position = position or {"positions": [[0, 0] for _ in range(workers)], "turn": 0}
+        self.positions = [list(p) for p in position["positions"]]
+        self.turn = int(position["turn"])
+        self.epoch = min(e for e, _ in self.positions)
         self.skips: dict[str, int] = {}
-        self._it = self._open(skip=taken)
+        ds = EndlessStreams(cfg, tokenizer, shards, rank, world, self.positions, self.turn)
+        self.loader = torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=workers if cfg.num_workers > 0 else 0,
+            prefetch_factor=4 if cfg.num_workers > 0 else None, pin_memory=pin_memory,
+        )
+        self._it = iter(self.loader)
 
-    def _open(self, skip: int) -> Iterator[dict]:
-        it = self._real(iter(make_loader(self.cfg, self.tokenizer, self.epoch)))
-        for _ in range(skip):  # replay the part of the epoch the checkpoint already trained on
-            next(it, None)
-        return it
-
-    def _real(self, it: Iterator[dict]) -> Iterator[dict]:
-        for batch in it:
-            for k, v in batch["skips"].items():
-                self.skips[k] = self.skips.get(k, 0) + int(v)
-            if batch["n"]:
-                yield batch
+    def position(self) -> dict:
+        return {"positions": [list(p) for p in self.positions], "turn": self.turn}
 
     def next(self) -> dict:
-        for attempt in range(2):
-            batch = next(self._it, None)
-            have = torch.tensor([0 if batch is None else 1])
-            if dist.is_initialized():
-                dist.all_reduce(have, op=dist.ReduceOp.MIN)
-            if int(have) == 1:
-                self.taken += 1
-                return batch
-            self.epoch, self.taken = self.epoch + 1, 0
-            self._it = self._open(skip=0)
-        raise RuntimeError(
-            f"a whole epoch of {self.cfg.regions} + {self.cfg.labels} yielded no training examples "
-            f"(dropped so far: {self.skips or 'nothing'})"
-        )
+        """The next batch with examples; raises when every worker went through whole epochs yielding none."""
+        workers = len(self.positions)
+        idle = [0] * workers  # epoch ends per worker since the last batch with examples
+        while True:
+            item = next(self._it)
+            w = item.pop("worker")
+            assert w == self.turn, f"loader worker {w} answered out of turn (expected {self.turn})"
+            self.positions[w] = [item["epoch"], item.pop("index") + 1]
+            self.turn = (self.turn + 1) % workers
+            for k, v in item["skips"].items():
+                self.skips[k] = self.skips.get(k, 0) + int(v)
+            if item["n"]:
+                self.epoch = item["epoch"]
+                return item
+            if item.get("end"):
+                idle[w] += 1
+                # Two ends: each worker has gone through one whole epoch of its shards with nothing to give.
+                if min(idle) >= 2:
+                    raise RuntimeError(
+                        f"a whole epoch of {self.cfg.regions} + {self.cfg.labels} yielded no training examples "
+                        f"(dropped so far: {self.skips or 'nothing'})"
+                    )
+
+    def close(self) -> None:
+        self._it = None  # shuts the workers down
 
 
 # ---------------------------------------------------------------------------------------------
 # One optimizer step
 
 
+STATS = (*TERMS, "loss", "grad_norm", "examples")  # the row train_step returns, in this order
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """One copy per tensor; asynchronous when the loader pinned the batch."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def train_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[dict], cfg: TrainConfig,
-    step: int, device: torch.device,
-) -> dict[str, float]:
-    """Forward/backward every micro-batch, clip, step. Returns every loss term over the global batch.
+    step: int, device: torch.device, lambdas: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Forward/backward every micro-batch, clip, step. Returns [len(STATS)] on ``device``: every loss
+    term over the global batch, the weighted loss, the gradient norm and the number of examples.
 
-    Each term is normalised by its item count over all micro-batches and ranks (all-reduced before
-    the forward pass), so 1 process × batch B, k accumulation steps × B/k and n ranks × B/n all
-    give the same gradient.
+    Nothing is read back to the host (see :func:`stats_dict` for that). Each term is normalised by
+    its item count over all micro-batches and ranks (all-reduced before the forward pass), so
+    1 process × batch B, k accumulation steps × B/k and n ranks × B/n all give the same gradient.
+    Every collective runs on tensors on ``device`` (what NCCL requires on a GPU).
     """
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    counts = torch.stack([loss_counts(b) for b in micro_batches]).sum(0).to(device)
+    batches = [to_device(b, device) for b in micro_batches]
+    counts = torch.stack([loss_counts(b) for b in batches]).sum(0)
     if world > 1:
         dist.all_reduce(counts)
-    lambdas = weights(cfg).to(device)
+    lambdas = weights(cfg).to(device) if lambdas is None else lambdas
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     torch.manual_seed(_seed_of(cfg.seed, "step", step, rank))  # dropout: a function of the step
@@ -172,126 +215,188 @@ def train_step(
 
     model.train()
     sums = torch.zeros(len(TERMS), device=device)
-    for i, batch in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
         sync = model.no_sync() if isinstance(model, DDP) and not last else contextlib.nullcontext()
         with sync:
             with amp:
-                out = model(to_device(batch, device))
-            s = loss_sums(out, to_device(batch, device))
+                out = model(batch)
+            s = loss_sums(out, batch)
             # DDP averages gradients over ranks; × world turns that average back into the global sum.
             (total_loss(s, counts, lambdas) * world).backward()
         sums += s.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip) if cfg.clip > 0 else torch.tensor(0.0)
+    if cfg.clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    else:
+        grad_norm = torch.zeros((), device=device)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
     if world > 1:
         dist.all_reduce(sums)
     terms = sums / counts.clamp(min=1)
-    result = {name: float(v) for name, v in zip(TERMS, terms)}
-    result["loss"] = float((lambdas * terms).sum())
-    result["grad_norm"] = float(grad_norm)
-    result["lr"] = optimizer.param_groups[0]["lr"]
-    result["examples"] = int(counts[2])
-    return result
+    return torch.cat([terms, (lambdas * terms).sum().view(1), grad_norm.float().view(1), counts[2].view(1)]).detach()
+
+
+def stats_dict(row: torch.Tensor | list[float], lr: float | None = None) -> dict[str, float]:
+    """A train_step row as ``{name: float}`` (reads it back to the host)."""
+    values = row.tolist() if torch.is_tensor(row) else list(row)
+    out = dict(zip(STATS, values))
+    out["examples"] = int(out["examples"])
+    if lr is not None:
+        out["lr"] = lr
+    return out
+
+
+def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
 
 
 # ---------------------------------------------------------------------------------------------
 # The loop
 
 
+class LossLog:
+    """Per-step stats stay on the device; every ``log_every`` steps (and before each checkpoint)
+    they come to the host in one copy, are checked for non-finite values and appended to
+    ``losses.jsonl`` (one line per step), so the host synchronises once per flush, not per step."""
+
+    def __init__(self, out: Path, rank: int, writer, progress):
+        self.out, self.rank, self.writer, self.progress = out, rank, writer, progress
+        self.pending: list[tuple[int, torch.Tensor, dict]] = []
+        self.records: list[dict[str, Any]] = []
+        self.tick = time.perf_counter()
+
+    def add(self, step: int, row: torch.Tensor, extra: dict) -> None:
+        self.pending.append((step, row, extra))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        rows = torch.stack([r for _, r, _ in self.pending]).cpu().tolist()  # the one host sync
+        now = time.perf_counter()
+        rate = sum(r[STATS.index("examples")] for r in rows) / max(now - self.tick, 1e-9)
+        recs, bad = [], None
+        for (step, _, extra), row in zip(self.pending, rows):
+            rec = {"step": step, **stats_dict(row), **extra, "samples_per_s": rate}
+            if not all(math.isfinite(rec[t]) for t in ("loss", *TERMS)):
+                bad = rec
+                break
+            recs.append(rec)
+        self.pending, self.tick = [], now
+        if self.rank == 0 and recs:
+            self.records += recs
+            with open(self.out / "losses.jsonl", "a") as f:
+                f.write("".join(json.dumps(rec, sort_keys=True) + "\n" for rec in recs))
+        if bad is not None:
+            raise FloatingPointError(f"step {bad['step']}: non-finite loss {bad}")
+        if self.rank != 0:
+            return
+        last = recs[-1]
+        for k in ("loss", *TERMS, "lr", "grad_norm", "samples_per_s"):
+            self.writer.add_scalar(f"train/{k}", last[k], last["step"])
+        log.info("step %d loss %.4f word %.3f img %.3f align %.3f gnd %.3f | %.1f samples/s",
+                 last["step"], last["loss"], last["word"], last["img"], last["align"], last["gnd"], rate)
+        if self.progress is not None:
+            self.progress.update(len(recs))
+            self.progress.set_postfix(loss=f"{last['loss']:.3f}", samples_s=f"{rate:.1f}")
+
+
 def train(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Run (or resume) pre-training; returns the per-step log records of this invocation."""
+    """Run (or resume) pre-training; returns the per-step log records of this invocation (rank 0)."""
     rank, world, device = setup_distributed(cfg)
     if device.type == "cpu":
         log.info("torch threads per process: %d", configure_cpu_threads(cfg, world))
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True  # the float32 LSTM of the grounding head
+        torch.backends.cudnn.allow_tf32 = True
     out = Path(cfg.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(out / "config.json", cfg.to_dict())
-    shards = region_shards(cfg.regions)
-    if len(shards) < world:
-        raise ValueError(f"{cfg.regions}: {len(shards)} region shards cannot feed {world} ranks; write at least one per rank")
-    if len(shards) < world * max(1, cfg.num_workers):
-        log.warning("%d shards for %d ranks x %d workers: some loader workers will sit idle", len(shards), world, cfg.num_workers)
+    problem = stale_labels_problem(cfg.regions, cfg.labels)
+    if problem:
+        raise ValueError(problem)
     tokenizer = load_tokenizer(cfg.tokenizer)
     feat_dim, num_classes = probe_shapes(cfg.regions)
     torch.manual_seed(cfg.seed)
     model: torch.nn.Module = build_model(cfg, feat_dim, num_classes, len(tokenizer)).to(device)
     optimizer = make_optimizer(model, cfg)
 
-    step, epoch, taken = 0, 0, 0
+    step, position = 0, None
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer)
-        if (state["world_size"], state["num_workers"]) != (world, cfg.num_workers):
-            log.warning("resuming with world size %d × %d workers, checkpoint had %d × %d: the data order will differ",
-                        world, cfg.num_workers, state["world_size"], state["num_workers"])
-        step, epoch, taken = state["step"], state["epoch"], state["batches_in_epoch"]
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, taken)
+        if state["world_size"] != world:
+            log.warning("resuming with world size %d, checkpoint had %d: the data order will differ", world, state["world_size"])
+        step = state["step"]
+        position = _rank_position(state, rank, world)
+        log.info("resumed from %s at step %d (data position %s)", ckpt, step, position)
         if rank == 0:
             _truncate_log(out / "losses.jsonl", step)
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    if compile_enabled(cfg, device):
+        ddp_model = torch.compile(ddp_model, backend=cfg.compile_backend, dynamic=None)
 
-    stream = BatchStream(cfg, tokenizer, epoch, taken)
-    writer = None
+    stream = BatchStream(cfg, tokenizer, position, rank, world, pin_memory=device.type == "cuda")
+    writer = progress = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"))
-    records: list[dict[str, Any]] = []
-    progress = None
-    if rank == 0 and cfg.progress:
-        from tqdm import tqdm
+        if cfg.progress:
+            from tqdm import tqdm
 
-        progress = tqdm(total=cfg.steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+            progress = tqdm(total=cfg.steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+    losses = LossLog(out, rank, writer, progress)
+    lambdas = weights(cfg).to(device)
 
     def checkpoint_now(at: int) -> None:
+        # Every rank's data position (ranks read different shards), gathered as objects.
+        positions = [stream.position()]
+        if dist.is_initialized():
+            positions = [None] * world
+            dist.all_gather_object(positions, stream.position())
         if rank == 0:
-            state = {"epoch": stream.epoch, "batches_in_epoch": stream.taken, "world_size": world,
-                     "num_workers": cfg.num_workers, "config": cfg.to_dict(), "skips": stream.skips}
+            state = {"epoch": stream.epoch, "world_size": world, "num_workers": cfg.num_workers,
+                     "data_position": positions, "config": cfg.to_dict(), "skips": stream.skips}
             save_checkpoint(out, at, model, optimizer, state, cfg.keep_ckpts)
         if dist.is_initialized():
             dist.barrier()
 
-    tick, seen = time.perf_counter(), 0
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
-    while step < end:
-        micro = [stream.next() for _ in range(cfg.grad_accum)]
-        result = train_step(ddp_model, optimizer, micro, cfg, step, device)
-        step += 1
-        seen += result["examples"]
-        if not all(math.isfinite(result[t]) for t in ("loss", *TERMS)):
-            raise FloatingPointError(f"step {step}: non-finite loss {result}")
-        if rank == 0:
-            now = time.perf_counter()
-            rec = {"step": step, "epoch": stream.epoch, **result, "samples_per_s": seen / max(now - tick, 1e-9),
-                   "skips": dict(stream.skips)}
-            records.append(rec)
-            with open(out / "losses.jsonl", "a") as f:
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
-            if step % cfg.log_every == 0 or step == end:
-                for k in ("loss", *TERMS, "lr", "grad_norm", "samples_per_s"):
-                    writer.add_scalar(f"train/{k}", rec[k], step)
-                log.info("step %d loss %.4f word %.3f img %.3f align %.3f gnd %.3f | %.1f samples/s",
-                         step, rec["loss"], rec["word"], rec["img"], rec["align"], rec["gnd"], rec["samples_per_s"])
-                tick, seen = now, 0
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{rec['loss']:.3f}", samples_s=f"{rec['samples_per_s']:.1f}")
-        if step % cfg.ckpt_every == 0 or step == end:
-            checkpoint_now(step)
-    if progress is not None:
-        progress.close()
-    if writer is not None:
-        writer.close()
+    try:
+        while step < end:
+            micro = [stream.next() for _ in range(cfg.grad_accum)]
+            row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas)
+            losses.add(step + 1, row, {"epoch": stream.epoch, "lr": lr_at(step, cfg), "skips": dict(stream.skips)})
+            step += 1
+            ckpt_due = step % cfg.ckpt_every == 0 or step == end
+            if step % cfg.log_every == 0 or ckpt_due:
+                losses.flush()  # losses.jsonl is complete up to a checkpoint before it is written
+            if ckpt_due:
+                checkpoint_now(step)
+    finally:
+        stream.close()
+        if progress is not None:
+            progress.close()
+        if writer is not None:
+            writer.close()
     skips = total_skips(stream.skips)
     if rank == 0:
         _write_json_atomic(out / "data_report.json", {"steps": step, "epoch": stream.epoch, "dropped_or_skipped": skips})
         if skips:
             log.warning("skipped or dropped input (all ranks, this invocation): %s", skips)
-    return records
+    return losses.records
+
+
+def _rank_position(state: dict, rank: int, world: int) -> dict | None:
+    """This rank's data position from a checkpoint, or a fresh start when it has none for this layout."""
+    positions = state.get("data_position")
+    if not positions or len(positions) != world:
+        log.warning("checkpoint has no data position for %d ranks: the data stream restarts at epoch %d", world, state.get("epoch", 0))
+        return {"positions": [[int(state.get("epoch", 0)), 0]], "turn": 0}
+    return positions[rank]
 
 
 def total_skips(mine: dict[str, int]) -> dict[str, int]:
@@ -326,9 +431,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cfg = parse_args(argv)
     try:
+        cfg = parse_args(argv)
         train(cfg)
+    except (ValueError, FileNotFoundError) as e:  # a user's mistake (bad flag, wrong or stale data): one line
+        log.error("%s", e)
+        raise SystemExit(2) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

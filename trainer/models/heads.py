@@ -64,11 +64,12 @@ class GroundingHead(nn.Module):
         self.f_align = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU())
         self.score = nn.Linear(dim, 1)  # the grounding layer
 
-    def phrases(self, text: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-        # text [B, T, H]; start/end [B, K] token span [start, end) → [B, K, H]
+    def phrases(self, text: torch.Tensor, start: torch.Tensor, end: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        # text [B, T, H]; start/end [B, K] token span [start, end) → [B, K, H]. ``width``: the longest
+        # span, when the caller knows it (the loader does); otherwise read back from the device.
         b, k = start.shape
         length = (end - start).clamp(min=1)  # padding pairs get a 1-token span
-        width = int(length.max())
+        width = int(length.max()) if width is None else width
         offs = torch.arange(width, device=text.device)
         idx = (start.unsqueeze(-1) + offs).clamp(max=text.shape[1] - 1)  # [B, K, W]
         tokens = torch.gather(text, 1, idx.view(b, k * width, 1).expand(-1, -1, text.shape[-1]))
@@ -78,14 +79,14 @@ class GroundingHead(nn.Module):
             return (tokens * valid).sum(2) / length.unsqueeze(-1).to(tokens.dtype)
         # Left-to-right LSTM: the state after the phrase's last token ignores the padding after it.
         # Run it in float32: recurrent kernels do not all support bf16 under autocast.
-        with torch.autocast(device_type=tokens.device.type, enabled=False):
+        with torch.autocast(device_type="cuda" if tokens.is_cuda else "cpu", enabled=False):
             seq, _ = self.lstm(tokens.reshape(b * k, width, -1).float())  # [B*K, W, H]
         last = (length.view(b * k) - 1).view(-1, 1, 1).expand(-1, 1, seq.shape[-1])
         return torch.gather(seq, 1, last).view(b, k, -1)
 
-    def forward(self, text, regions, start, end, region_idx) -> torch.Tensor:
+    def forward(self, text, regions, start, end, region_idx, width: int | None = None) -> torch.Tensor:
         # text [B, T, Ht], regions [B, R, Hv], start/end/region_idx [B, K] → logits [B, K]
-        p = self.p_proj(self.phrases(text, start, end))
+        p = self.p_proj(self.phrases(text, start, end, width))
         r = self.r_proj(torch.gather(regions, 1, region_idx.unsqueeze(-1).expand(-1, -1, regions.shape[-1])))
         return self.pair_score(p, r)
 

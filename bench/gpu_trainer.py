@@ -1,0 +1,173 @@
+"""The GPU section of bench_trainer: BERT-base single and dual stream, model only and end to end.
+
+``run(tok)`` returns the figures; ``run(tok, smoke=True)`` runs the same code at toy sizes (on CPU
+when there is no GPU), so the section is exercised by CI. See bench_trainer's docstring for what
+is measured and how FLOPs are counted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from schemas.shards import decode_labels, iter_shard, list_shards
+from trainer.config import TrainConfig
+from trainer.losses import loss_sums
+from trainer.models import build_model
+from trainer.toydata import NUM_CLASSES, write_corpus
+from trainer.train import STATS, BatchStream, compile_enabled, make_optimizer, train_step
+
+BERT_BASE = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, dropout=0.1, bf16=True,
+                 lr=1e-4, warmup_steps=1, steps=10_000, max_text_len=36, max_regions=36)
+DUAL = dict(model="dual", v_hidden_size=768, v_layers=1, co_layers=6)
+SMOKE = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, v_hidden_size=32, co_layers=1)
+DATASHEET_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1}  # dense, SXM where it applies
+VOCAB, VG_CLASSES = 30522, 1601
+TARGETS = {"single_model_b512_samples_per_s": 6000, "end_to_end_over_model_only": 0.9, "dual_model_samples_per_s": 3500}
+
+
+def flops_per_sample(cfg: TrainConfig, batch: dict, feat_dim: int, num_classes: int, vocab: int) -> float:
+    """Forward + backward FLOPs of one training sample, counted on the ``meta`` device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = torch.device("meta")
+    with meta:
+        model = build_model(cfg, feat_dim, num_classes, vocab)
+    b = {k: v.to(meta) if torch.is_tensor(v) else v for k, v in batch.items()}
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_sums(model(b), b).sum().backward()
+    return counter.get_total_flops() / b["input_ids"].shape[0]
+
+
+def analytic_flops(cfg: TrainConfig, text: int, regions: int, masked: float, vocab: int) -> float:
+    """``6·N·T + 12·L·H·T² + 6·M·(V·H + H²)`` for the single-stream encoder (T = text + 1 + regions)."""
+    h, layers = cfg.hidden_size, cfg.num_layers
+    n = layers * (4 * h * h + 2 * h * cfg.intermediate_size)  # attention + feed-forward weights per layer
+    t = text + 1 + regions
+    return 6 * n * t + 12 * layers * h * t * t + 6 * masked * (vocab * h + h * h)
+
+
+def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed_steps(model, opt, next_batches, cfg, device, steps: int, warmup: int) -> tuple[float, int]:
+    """(seconds, examples) over ``steps`` optimizer steps after ``warmup``; the host waits only at the ends."""
+    for i in range(warmup):
+        train_step(model, opt, next_batches(), cfg, i, device)
+    _sync(device)
+    t0 = time.perf_counter()
+    rows = [train_step(model, opt, next_batches(), cfg, warmup + i, device) for i in range(steps)]
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return seconds, int(torch.stack(rows)[:, STATS.index("examples")].sum())
+
+
+def _model(cfg: TrainConfig, feat_dim: int, num_classes: int, vocab: int, device: torch.device):
+    torch.manual_seed(0)
+    model = build_model(cfg, feat_dim, num_classes, vocab).to(device)
+    opt = make_optimizer(model, cfg)
+    net = torch.compile(model, backend=cfg.compile_backend) if compile_enabled(cfg, device) else model
+    return model, net, opt
+
+
+def model_only(cfg: TrainConfig, device: torch.device, batch_size: int, steps: int, shapes: dict) -> dict:
+    from bench.bench_trainer import synthetic_batch
+
+    batch = synthetic_batch(batch_size, shapes["text"], shapes["regions"], shapes["feat"], shapes["classes"], 16, shapes["vocab"], device)
+    model, net, opt = _model(cfg, shapes["feat"], shapes["classes"], shapes["vocab"], device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds, n = _timed_steps(net, opt, lambda: [batch], cfg, device, steps, warmup=3)
+    cpu_batch = {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
+    out = {"samples_per_s": n / seconds, "flops_per_sample": flops_per_sample(cfg, cpu_batch, shapes["feat"], shapes["classes"], shapes["vocab"]),
+           "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def end_to_end(cfg: TrainConfig, tok, device: torch.device, steps: int, feat_dim: int) -> dict:
+    """The real loader (endless per-worker streams, pinned batches) feeding the real train_step."""
+    stream = BatchStream(cfg, tok, pin_memory=device.type == "cuda")
+    first = stream.next()
+    model, net, opt = _model(cfg, feat_dim, NUM_CLASSES, len(tok), device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        seconds, n = _timed_steps(net, opt, lambda: [stream.next()], cfg, device, steps, warmup=3)
+    finally:
+        stream.close()
+    out = {"samples_per_s": n / seconds, "flops_per_sample": flops_per_sample(cfg, first, feat_dim, NUM_CLASSES, len(tok)),
+           "text_tokens": int(first["input_ids"].shape[1]), "regions": int(first["feat"].shape[1])}
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def count_examples(labels: Path) -> int:
+    return sum(len(decode_labels(m, k).captions) for s in list_shards(labels, "labels") for k, m in iter_shard(s))
+
+
+def run(tok, smoke: bool = False, corpus: tuple[Path, Path] | None = None, compile: str = "off") -> dict:
+    """Every figure of the GPU section, side by side (``smoke``: toy sizes, CPU allowed)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base = {**BERT_BASE, **(SMOKE if smoke else {}), "compile": compile}
+    shapes = ({"text": 12, "regions": 6, "feat": 16, "classes": NUM_CLASSES, "vocab": VOCAB} if smoke
+              else {"text": 36, "regions": 36, "feat": 2048, "classes": VG_CLASSES, "vocab": VOCAB})
+    batches, steps = ((4, 8), 2) if smoke else ((256, 512), 20)
+    workers = 1 if smoke else max(1, min(14, (os.cpu_count() or 2) - 2))
+    res: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)", "torch": torch.__version__,
+                 "compile": compile, "targets": TARGETS}
+    if device.type == "cuda":
+        res["matmul_bf16_tflops"] = round(matmul_tflops(device), 1)
+        name = torch.cuda.get_device_name()
+        res["datasheet_bf16_tflops"] = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in name), None)
+    with tempfile.TemporaryDirectory() as tmp:
+        if corpus is None:
+            images = 40 if smoke else 13_500  # 1-2 captions each: >= 20,000 examples
+            corpus = write_corpus(tmp, images, num_shards=4 if smoke else 32, num_regions=shapes["regions"],
+                                  feat_dim=shapes["feat"], no_caption_every=0)
+        regions, labels = corpus
+        res["corpus_examples"] = count_examples(Path(labels))
+        for stream in ("single", "dual"):
+            cfg = TrainConfig(**{**base, **(DUAL if stream == "dual" else {}), "regions": str(regions), "labels": str(labels),
+                                 "out": str(Path(tmp) / "run"), "num_workers": workers, "progress": False,
+                                 **({"v_hidden_size": SMOKE["v_hidden_size"]} if smoke else {})})
+            for b in batches:
+                for mode in ("model_only", "end_to_end"):
+                    c = dataclasses.replace(cfg, batch_size=b, shuffle_buffer=max(cfg.shuffle_buffer, b))
+                    r = model_only(c, device, b, steps, shapes) if mode == "model_only" else end_to_end(c, tok, device, steps * 2, shapes["feat"])
+                    key = f"{stream}_{mode}_b{b}"
+                    res[f"{key}_samples_per_s"] = round(r["samples_per_s"], 1)
+                    res[f"{key}_gflop_per_sample"] = round(r["flops_per_sample"] / 1e9, 2)
+                    for peak in ("matmul_bf16_tflops", "datasheet_bf16_tflops"):
+                        if res.get(peak):
+                            res[f"{key}_mfu_vs_{peak.removesuffix('_bf16_tflops')}"] = round(r["samples_per_s"] * r["flops_per_sample"] / (res[peak] * 1e12), 3)
+                    for extra in ("peak_mem_gib", "text_tokens", "params_m"):
+                        if extra in r:
+                            res[f"{key}_{extra}"] = round(r[extra], 2)
+                res[f"{stream}_b{b}_end_to_end_over_model_only"] = round(
+                    res[f"{stream}_end_to_end_b{b}_samples_per_s"] / res[f"{stream}_model_only_b{b}_samples_per_s"], 3)
+        single = TrainConfig(**base)
+        res["single_analytic_gflop_per_sample"] = round(analytic_flops(single, shapes["text"], shapes["regions"], 0.15 * shapes["text"], shapes["vocab"]) / 1e9, 2)
+    return res
