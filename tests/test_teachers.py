@@ -173,13 +173,17 @@ def generated_images(tmp_path_factory):
 
 
 def _gen_inputs(root):
+    from PIL import Image
+
     gt = Flickr30kGroundTruth(root / "flickr30k")
     out = []
     for image_id in ("000000", "000001", "000002"):
+        path = root / "images" / f"{image_id}.png"
+        with Image.open(path) as im:
+            w, h = im.size  # the detector frame is the image's own size here
         for k, s in enumerate(gt.image(image_id)[0]):
             phrases = [Phrase(e.text, e.start, e.end) for e in s.phrases]
-            out.append(TeacherInput(f"{image_id}#{k}", image_id, s.text, phrases, 256, 256, np.zeros((0, 4), np.float32),
-                                    image_path=str(root / "images" / f"{image_id}.png")))
+            out.append(TeacherInput(f"{image_id}#{k}", image_id, s.text, phrases, w, h, np.zeros((0, 4), np.float32), image_path=str(path)))
     return out
 
 
@@ -197,7 +201,7 @@ def test_grounding_dino_loads_from_local_dir_and_gives_per_phrase_boxes(tiny_gdi
         assert sorted({b.phrase_index for b in boxes}) == list(range(len(x.phrases)))
         assert all(sum(b.phrase_index == p for b in boxes) <= 2 for p in range(len(x.phrases)))
         assert teacher_problem(TeacherRecord(x.caption_id, x.image_id, "t", len(x.phrases), boxes)) is None
-        assert all(0 <= b.box[0] < b.box[2] <= 256 and 0 <= b.score <= 1 for b in boxes)
+        assert all(0 <= b.box[0] < b.box[2] <= x.image_w and 0 <= b.box[1] < b.box[3] <= x.image_h and 0 <= b.score <= 1 for b in boxes)
     assert t.predict(list(reversed(xs)))[::-1] == preds  # batch order does not matter
     strict = build_teacher("grounding_dino", {"model_dir": str(tiny_gdino), "box_threshold": 1.0}).load()
     assert strict.predict(xs[:1]) == [[]]
@@ -220,9 +224,11 @@ def test_owlv2_loads_from_local_dir_and_gives_per_phrase_boxes(tmp_path, generat
     xs = _gen_inputs(generated_images)
     preds = t.predict(xs)
     for x, boxes in zip(xs, preds):
-        assert sorted(b.phrase_index for b in boxes) == sorted(list(range(len(x.phrases))) * 2)
+        # top-2 per phrase; a box lying in OWLv2's square padding collapses when clipped to the image and is dropped
+        assert all(sum(b.phrase_index == p for b in boxes) <= 2 for p in range(len(x.phrases)))
+        assert {b.phrase_index for b in boxes} <= set(range(len(x.phrases)))
         assert teacher_problem(TeacherRecord(x.caption_id, x.image_id, "t", len(x.phrases), boxes)) is None
-        assert all(0 <= b.box[0] < b.box[2] <= 256 and 0 <= b.box[1] < b.box[3] <= 256 for b in boxes)
+        assert all(0 <= b.box[0] < b.box[2] <= x.image_w and 0 <= b.box[1] < b.box[3] <= x.image_h for b in boxes)
     assert t.predict(list(reversed(xs)))[::-1] == preds
     cut = float(np.median([b.score for b in preds[0]]))
     strict = build_teacher("owlv2", {"model_dir": str(model_dir), "box_threshold": cut, "top_k": 2}).predict(xs[:1])[0]
