@@ -124,6 +124,11 @@ class Teacher:
         self.values = check_params(self.name, self.PARAMS, params)
         self.params = dict(params)
 
+    @classmethod
+    def shares_model(cls, params: dict[str, Any]) -> bool:
+        """Whether the worker's processes should share one loaded model (large models on an accelerator)."""
+        return False
+
     def weights_digest(self) -> str:
         """Content hash of the weights this teacher reads ('' when it has none)."""
         return ""

@@ -150,6 +150,12 @@ class HFDetectorTeacher(Teacher):
                            aspect_tolerance=self.aspect_tolerance, prompts="per-image")
         self.model = None
 
+    @classmethod
+    def shares_model(cls, params: dict[str, Any]) -> bool:
+        # One copy per GPU: processes of a worker share it. Forced onto the CPU, each process keeps its own
+        # (CPU inference scales with processes, and a shared copy would serialise them through one server).
+        return str(params.get("device") or "auto").lower() != "cpu"
+
     def model_class(self):
         raise NotImplementedError
 
