@@ -55,12 +55,13 @@ class Param:
     hi_open: bool = False
     choices: tuple[str, ...] | None = None
     help: str = ""
+    valid: str = ""  # the valid values in words, where ``cast`` checks them itself
 
     def range_text(self) -> str:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.lo is None and self.hi is None:
-            return ""
+            return self.valid
         lo = "-inf" if self.lo is None else f"{self.lo:g}"
         hi = "inf" if self.hi is None else f"{self.hi:g}"
         return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
@@ -78,7 +79,7 @@ class Param:
             else:
                 value = self.cast(raw)
         except (TypeError, ValueError):
-            kind = getattr(self.cast, "__name__", str(self.cast))
+            kind = self.cast.__name__ if self.cast in (int, float, str, bool) else "value"
             raise ValueError(f"{what} is not a valid {kind}" + (f" (valid: {self.range_text()})" if self.range_text() else "")) from None
         bad = False
         if self.choices is not None:

@@ -126,7 +126,7 @@ class HFDetectorTeacher(Teacher):
         "model_dir": Param(str, required=True, help="a local save_pretrained directory with model.safetensors"),
         "box_threshold": Param(float, None, lo=0.0, hi=1.0, help="minimum score of a kept box"),
         "top_k": Param(int, 3, lo=0, help="boxes kept per phrase (0: all above the threshold)"),
-        "device": Param(device_name, "auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        "device": Param(device_name, "auto", valid="'auto', 'cpu', 'cuda' or 'cuda:N'", help="where the model runs"),
         "precision": Param(str, "fp32", choices=tuple(PRECISIONS), help="autocast dtype of the forward pass"),
         "batch_size": Param(int, 8, lo=1, hi=1024, help="(image, prompt) pairs per forward pass"),
         "torch_threads": Param(int, 1, lo=1),
