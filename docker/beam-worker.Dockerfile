@@ -6,7 +6,7 @@ ARG BEAM_VERSION=2.77.0
 FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
 
 WORKDIR /opt/ssga
-# CPU torch keeps the image small; GPU teacher workers: build FROM a CUDA base instead (see README).
+# CPU torch keeps the image small; GPU teacher workers use docker/beam-worker-gpu.Dockerfile.
 RUN pip install --no-cache-dir "torch==2.14.1" "torchvision==0.29.1" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas

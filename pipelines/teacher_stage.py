@@ -16,7 +16,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from pipelines import remote_io
 from pipelines.captions import caption_sort_key
-from pipelines.teachers import Teacher, TeacherInput, build_teacher
+from pipelines.teachers import REGISTRY, Teacher, TeacherInput, build_teacher
 from schemas.manifest import dead_letter
 from schemas.records import PhraseRecord, TeacherBox, TeacherRecord, teacher_problem
 
@@ -32,44 +32,73 @@ class TeacherResult:
     error: str = ""
 
 
-class TeacherModelHandler(ModelHandler[TeacherInput, TeacherResult, Teacher]):
-    """RunInference adapter: one teacher per worker process, a batch of captions per call.
+class TeacherModelHandler(ModelHandler[list[TeacherInput], list[TeacherResult], Teacher]):
+    """RunInference adapter: an element is one image with all its captions; a batch is several images.
 
-    A failing batch is retried element by element, so one bad caption costs only itself.
+    The teacher sees the whole batch at once, so a pixel teacher decodes each image once and puts all
+    of an image's phrases into as few prompts as fit. A failing batch is retried image by image, then
+    caption by caption, so one bad image or caption costs only itself.
+
+    ``share_model``: one model copy per worker machine, shared by its processes (Beam's
+    ``large_model``), instead of one per process; ``None`` lets the teacher decide (the Hugging Face
+    detectors share unless forced onto the CPU: one copy per GPU). Threads of a process always share
+    their process's copy.
     """
 
-    def __init__(self, name: str, params: dict[str, Any], min_batch_size: int = 8, max_batch_size: int = 64):
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+    def __init__(self, name: str, params: dict[str, Any], min_batch_size: int = 1, max_batch_size: int = 16,
+                 share_model: bool | None = None, model_copies: int | None = None):
+        if share_model is None:
+            share_model = REGISTRY[name].shares_model(params) if name in REGISTRY else False
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, large_model=bool(share_model),
+                         model_copies=model_copies)
         self.name, self.teacher_params = name, dict(params)
 
     def load_model(self) -> Teacher:
         t0 = time.perf_counter()
         teacher = build_teacher(self.name, self.teacher_params).load()
-        log.info("loaded teacher %s in %.1fs (pid %d)", self.name, time.perf_counter() - t0, os.getpid())
+        where = getattr(teacher, "device", "cpu")
+        log.info("loaded teacher %s on %s in %.1fs (pid %d, shared=%s)", self.name, where, time.perf_counter() - t0, os.getpid(),
+                 self.share_model_across_processes())
         return teacher
 
-    def run_inference(self, batch: Sequence[TeacherInput], model: Teacher, inference_args=None) -> Iterable[TeacherResult]:
-        batch = list(batch)
+    @staticmethod
+    def _predict(model: Teacher, xs: list[TeacherInput]) -> list[TeacherResult]:
+        return [TeacherResult(x, b) for x, b in zip(xs, model.predict(xs), strict=True)]
+
+    def run_inference(self, batch: Sequence[list[TeacherInput]], model: Teacher, inference_args=None) -> Iterable[list[TeacherResult]]:
+        images = [list(group) for group in batch]
         try:
-            return [TeacherResult(x, b) for x, b in zip(batch, model.predict(batch), strict=True)]
+            flat = self._predict(model, [x for group in images for x in group])
+            out, k = [], 0
+            for group in images:
+                out.append(flat[k : k + len(group)])
+                k += len(group)
+            return out
         except Exception:  # noqa: BLE001 - isolate the culprit below
+            return [self._isolate(model, group) for group in images]
+
+    def _isolate(self, model: Teacher, group: list[TeacherInput]) -> list[TeacherResult]:
+        try:
+            return self._predict(model, group)
+        except Exception:  # noqa: BLE001
             out = []
-            for x in batch:
+            for x in group:
                 try:
                     out.append(TeacherResult(x, model.predict([x])[0]))
                 except Exception as e:  # noqa: BLE001 - becomes a dead letter with its reason
                     out.append(TeacherResult(x, None, f"{type(e).__name__}: {e}"))
             return out
 
-    def get_num_bytes(self, batch: Sequence[TeacherInput]) -> int:
-        return len(batch)  # the default pickles every batch just to measure it
+    def get_num_bytes(self, batch: Sequence[list[TeacherInput]]) -> int:
+        return sum(len(g) for g in batch)  # the default pickles every batch just to measure it
 
     def get_metrics_namespace(self) -> str:
         return f"ssga_teacher_{self.name}"
 
 
 class MakeTeacherInputs(beam.DoFn):
-    """``(image_id, {"phrases": [(PhraseRecord, url)], "regions": [RegionInfo]})`` → TeacherInput per caption."""
+    """``(image_id, {"phrases": [(PhraseRecord, url)], "regions": [RegionInfo]})`` → one list of
+    TeacherInput (all the image's captions, in caption order) per image."""
 
     def __init__(self, images_root: str, images_dir: str = ""):
         self.images_root, self.images_dir = images_root, images_dir
@@ -83,15 +112,17 @@ class MakeTeacherInputs(beam.DoFn):
         image_id, group = item
         phrases = sorted(group["phrases"], key=lambda pu: caption_sort_key(pu[0].caption_id))
         regions = sorted(group["regions"], key=lambda r: (r.shard, r.key))
+        if not phrases:
+            return
         if not regions:
             for rec, url in phrases:
                 yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, rec.caption_id, url, f"image {image_id!r} is not in the region source"))
             return
         r = regions[0]
-        for rec, url in phrases:
-            yield TeacherInput(
-                rec.caption_id, image_id, rec.caption, rec.phrases, r.image_w, r.image_h, r.boxes, r.classes, self.image_path(url), r.class_conf
-            )
+        yield [
+            TeacherInput(rec.caption_id, image_id, rec.caption, rec.phrases, r.image_w, r.image_h, r.boxes, r.classes, self.image_path(url), r.class_conf)
+            for rec, url in phrases
+        ]
 
 
 class CheckTeacherOutput(beam.DoFn):
@@ -128,7 +159,7 @@ class RunTeacher(beam.PTransform):
             | "JoinRegions" >> beam.CoGroupByKey()
             | "Inputs" >> beam.ParDo(MakeTeacherInputs(self.images_root, self.images_dir)).with_outputs(DEAD, main="inputs")
         )
-        results = joined.inputs | "RunInference" >> RunInference(self.handler)
+        results = joined.inputs | "RunInference" >> RunInference(self.handler) | "PerCaption" >> beam.FlatMap(lambda rs: rs)
         checked = results | "Check" >> beam.ParDo(CheckTeacherOutput(self.fp)).with_outputs(DEAD, main="records")
         dead = (joined.dead, checked.dead) | "DeadLetters" >> beam.Flatten()
         return {"records": checked.records, "dead": dead}

@@ -1,21 +1,45 @@
 """Grounding DINO / MM-Grounding-DINO teacher through Hugging Face ``transformers``, from a local directory.
 
-The caption's phrases are joined into the model's prompt format (``"a cat. a remote control."``); the
-logits are per query × text token, and ``build_label_maps`` maps tokens to the phrase they belong to.
-A query's score for a phrase is the max sigmoid over that phrase's tokens; each phrase keeps its
-``top_k`` queries scoring at least ``box_threshold``. One caption per forward pass: padding a batch
-would change the numbers, and the labels must not depend on how Beam batched the captions.
+All phrases of an image (from all its captions) are joined into the model's prompt format
+(``"a cat. a remote control."``), as few prompts as ``max_text_len`` allows. The logits are per
+query × text token; each token is mapped to the phrase whose characters it covers (from the
+tokenizer's offsets, so a phrase maps to exactly its own tokens). A query's score for a phrase is the
+max sigmoid over that phrase's tokens: what the processor's ``post_process_grounded_object_detection``
+gives when the logits outside the phrase are masked (``tests/test_teachers.py`` checks the two agree),
+and its box is the processor's (centre → corners, times the frame size).
+
+Text is always padded to ``max_text_len`` and a forward batch holds only same-size images, so a
+phrase's numbers depend on its image and its prompt, not on how Beam batched the captions.
 """
 from __future__ import annotations
 
-from pipelines.teachers.base import TeacherInput
-from pipelines.teachers.hf_common import HFDetectorTeacher
-from schemas.records import TeacherBox
+import numpy as np
+
+from pipelines.teachers.hf_common import HFDetectorTeacher, ImageWork, Prompt
 
 
 def prompt_of(phrases: list[str]) -> str:
     """Grounding DINO's prompt: lower-case phrases separated by '. ' ('.' and '?' are its delimiters)."""
-    return " ".join(p.lower().replace(".", " ").replace("?", " ").strip() + "." for p in phrases)
+    return " ".join(clean_phrase(p) + "." for p in phrases)
+
+
+def clean_phrase(text: str) -> str:
+    return " ".join(text.lower().replace(".", " ").replace("?", " ").split())
+
+
+def token_phrase_index(offsets: np.ndarray, spans: list[tuple[int, int]], none: int) -> np.ndarray:
+    """Tokenizer character offsets [L, 2] → the index of the phrase span each token lies in (``none`` if
+    it lies in none: special tokens, the '.' separators, padding)."""
+    out = np.full(len(offsets), none, np.int64)
+    if not spans:
+        return out
+    starts = np.array([s for s, _ in spans])
+    ends = np.array([e for _, e in spans])
+    s, e = offsets[:, 0], offsets[:, 1]
+    j = np.searchsorted(starts, s, side="right") - 1
+    ok = (e > s) & (j >= 0) & (s < ends[np.clip(j, 0, None)])
+    out[ok] = j[ok]
+    return out
 
 
 class GroundingDinoTeacher(HFDetectorTeacher):
@@ -27,23 +51,59 @@ class GroundingDinoTeacher(HFDetectorTeacher):
 
         return GroundingDinoForObjectDetection
 
-    def predict_one(self, x: TeacherInput) -> list[TeacherBox]:
-        from transformers.models.grounding_dino.modeling_grounding_dino import build_label_maps
+    def phrase_text(self, text: str) -> str:
+        return clean_phrase(text)
 
-        torch = self.torch
-        image = self.read_image(x)
-        max_len = self.model.config.max_text_len
-        inputs = self.processor(images=image, text=prompt_of([p.text for p in x.phrases]), return_tensors="pt", truncation=True, max_length=max_len)
-        with torch.inference_mode():
+    def text_limit(self) -> int:
+        return int(self.model.config.max_text_len)
+
+    def pack(self, texts: list[str]) -> list[Prompt]:
+        """Greedy, in phrase order: a phrase joins the current prompt while [CLS] + tokens + [SEP] fit."""
+        tok, limit = self.processor.tokenizer, self.text_limit()
+        sizes = [len(ids) for ids in tok([t + "." for t in texts], add_special_tokens=False)["input_ids"]]
+        prompts, cur, used = [], [], 2
+        for j, n in enumerate(sizes):
+            if cur and used + n > limit:
+                prompts.append(cur)
+                cur, used = [], 2
+            cur.append(j)
+            used += n  # a phrase longer than the limit alone is truncated: it keeps its first tokens
+        if cur:
+            prompts.append(cur)
+        out = []
+        for chunk in prompts:
+            text, spans = "", []
+            for j in chunk:
+                if text:
+                    text += " "
+                spans.append((len(text), len(text) + len(texts[j])))
+                text += texts[j] + "."
+            out.append(Prompt(chunk, (text, spans)))
+        return out
+
+    def preprocess(self, image) -> dict:
+        return dict(self.processor.image_processor(images=image, return_tensors="pt"))
+
+    def forward(self, items: list[tuple[ImageWork, Prompt]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        torch, dev = self.torch, self.device
+        enc = self.processor.tokenizer([p.text[0] for _, p in items], padding="max_length", truncation=True, max_length=self.text_limit(),
+                                       return_offsets_mapping=True, return_tensors="pt")
+        offsets = enc.pop("offset_mapping").numpy()
+        inputs = {k: v.to(dev, non_blocking=True) for k, v in enc.items()}
+        for k in ("pixel_values", "pixel_mask"):
+            inputs[k] = torch.cat([w.pixels[k] for w, _ in items]).to(dev, non_blocking=True)
+        with torch.inference_mode(), self.autocast():
             out = self.model(**inputs)
-        probs = out.logits[0].sigmoid()  # [Q, L]
-        label_map = build_label_maps(out.logits, inputs["input_ids"])[0].bool()  # [groups, L], one group per phrase
-        if label_map.shape[0] > len(x.phrases):
-            raise ValueError(f"caption {x.caption_id}: {label_map.shape[0]} token groups for {len(x.phrases)} phrases")
-        # [Q, groups]: max over each phrase's tokens; phrases cut off by truncation get no group, hence no box
-        per_phrase = torch.stack([probs[:, m].max(dim=1).values for m in label_map], dim=1) if len(label_map) else probs[:, :0]
-        cx, cy, w, h = out.pred_boxes[0].unbind(-1)
-        W, H = float(x.image_w), float(x.image_h)  # region frame: the boxes are matched against the detector's
-        boxes = torch.stack([(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H], dim=-1)
-        boxes = torch.stack([boxes[:, 0].clamp(0, W), boxes[:, 1].clamp(0, H), boxes[:, 2].clamp(0, W), boxes[:, 3].clamp(0, H)], -1).numpy()
-        return self.top_boxes(per_phrase.numpy(), boxes)
+        probs = out.logits.float().sigmoid()  # [B, Q, max_text_len]; tokens past the text have logit -inf
+        B, Q, T = probs.shape
+        most = max(len(p.texts) for _, p in items)
+        index = np.full((B, T), most, np.int64)
+        for b, (_, p) in enumerate(items):
+            index[b, : offsets.shape[1]] = token_phrase_index(offsets[b], p.text[1], most)
+        index_t = torch.as_tensor(index, device=probs.device)[:, None, :].expand(B, Q, T)
+        # per phrase: max over its tokens (a segment max; column `most` collects the tokens of no phrase)
+        per_phrase = torch.zeros(B, Q, most + 1, device=probs.device).scatter_reduce_(2, index_t, probs, reduce="amax")
+        cx, cy, w, h = out.pred_boxes.float().unbind(-1)
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+        per_phrase, boxes = per_phrase.cpu().numpy(), boxes.cpu().numpy()
+        return [(per_phrase[b, :, : len(p.texts)], boxes[b]) for b, (_, p) in enumerate(items)]

@@ -1,17 +1,17 @@
 """OWLv2 teacher through Hugging Face ``transformers``, from a local directory.
 
-OWLv2 takes the caption's phrases as one query list; its logits are per image patch × query, so
-the phrase of a box is its query index directly. Images are padded to a square (bottom/right)
-before resizing, so normalised boxes scale by ``max(width, height)``. Each phrase keeps its ``top_k``
-patches scoring at least ``box_threshold``; one caption per forward pass, as for Grounding DINO.
+OWLv2 takes one query list per image: all phrases of the image (from all its captions, de-duplicated)
+go into one forward pass; its logits are per image patch × query, so a box's phrase is its query index
+directly. Images are padded to a square (bottom/right) before resizing, so normalised boxes scale by
+``max(width, height)`` of the frame, as the processor's ``post_process_object_detection`` does
+(``tests/test_teachers.py`` checks the two agree). The image side of OWLv2 does not look at the text,
+and each query is encoded on its own, so a phrase's numbers do not depend on its batch companions.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from pipelines.teachers.base import TeacherInput
-from pipelines.teachers.hf_common import HFDetectorTeacher
-from schemas.records import TeacherBox
+from pipelines.teachers.hf_common import HFDetectorTeacher, ImageWork, Prompt
 
 
 class Owlv2Teacher(HFDetectorTeacher):
@@ -23,17 +23,26 @@ class Owlv2Teacher(HFDetectorTeacher):
 
         return Owlv2ForObjectDetection
 
-    def predict_one(self, x: TeacherInput) -> list[TeacherBox]:
-        image = self.read_image(x)
-        max_len = self.model.config.text_config.max_position_embeddings
-        inputs = self.processor(text=[[p.text.lower() for p in x.phrases]], images=image, return_tensors="pt",
-                                padding="max_length", truncation=True, max_length=max_len)
-        with self.torch.inference_mode():
+    def pack(self, texts: list[str]) -> list[Prompt]:
+        return [Prompt(list(range(len(texts))), list(texts))] if texts else []
+
+    def preprocess(self, image) -> dict:
+        return {"pixel_values": self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"]}
+
+    def to_frame(self, boxes: np.ndarray, W: float, H: float) -> np.ndarray:
+        return boxes * np.float32(max(W, H))  # the padded square's side
+
+    def forward(self, items: list[tuple[ImageWork, Prompt]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        torch, dev = self.torch, self.device
+        most = max(len(p.text) for _, p in items)
+        queries = [q for _, p in items for q in p.text + [" "] * (most - len(p.text))]  # padded as the processor pads
+        enc = self.processor.tokenizer(queries, padding="max_length", truncation=True,
+                                       max_length=self.model.config.text_config.max_position_embeddings, return_tensors="pt")
+        inputs = {k: v.to(dev, non_blocking=True) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        inputs["pixel_values"] = torch.cat([w.pixels["pixel_values"] for w, _ in items]).to(dev, non_blocking=True)
+        with torch.inference_mode(), self.autocast():
             out = self.model(**inputs)
-        scores = out.logits[0].sigmoid().numpy()[:, : len(x.phrases)]  # [patches, P]
-        cx, cy, w, h = out.pred_boxes[0].numpy().T
-        side = float(max(x.image_w, x.image_h))  # padded square, in the region frame
-        boxes = np.stack([(cx - w / 2) * side, (cy - h / 2) * side, (cx + w / 2) * side, (cy + h / 2) * side], axis=1)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x.image_w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, x.image_h)
-        return self.top_boxes(scores, boxes)
+        scores = out.logits.float().sigmoid().cpu().numpy()  # [B, patches, most]
+        cx, cy, w, h = out.pred_boxes.float().unbind(-1)
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1).cpu().numpy()
+        return [(scores[b, :, : len(p.text)], boxes[b]) for b, (_, p) in enumerate(items)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pipelines.flickr30k import Flickr30kGroundTruth
-from pipelines.teachers.base import Teacher, TeacherInput, param
+from pipelines.teachers.base import Param, Teacher, TeacherInput
 from schemas.manifest import files_digest, fingerprint
 from schemas.records import TeacherBox
 
@@ -23,9 +23,11 @@ def caption_index(caption_id: str) -> int:
 class GroundTruthTeacher(Teacher):
     """Shared by the oracle and the simulated teacher: reads GT boxes per caption phrase."""
 
+    PARAMS = {"flickr30k": Param(str, required=True, help="the Flickr30k Entities directory (Sentences/, Annotations/)")}
+
     def __init__(self, **params):
         super().__init__(**params)
-        self.root = param(self.params, "flickr30k", str, required=True)
+        self.root = self.values["flickr30k"]
         self.gt = Flickr30kGroundTruth(self.root)
         self._image = lru_cache(maxsize=256)(self.gt.image)
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from pipelines.teachers.base import TeacherInput, param
+from pipelines.teachers.base import Param, TeacherInput
 from pipelines.teachers.oracle import GroundTruthTeacher
 from schemas.records import TeacherBox
 
@@ -22,15 +22,20 @@ from schemas.records import TeacherBox
 class SimulatedTeacher(GroundTruthTeacher):
     name = "simulated"
 
+    PARAMS = {
+        **GroundTruthTeacher.PARAMS,
+        "miss_rate": Param(float, 0.2, lo=0.0, hi=1.0, hi_open=True, help="probability of dropping a ground-truth box"),
+        "false_rate": Param(float, 0.3, lo=0.0, help="mean number of false boxes per phrase"),
+        "jitter": Param(float, 0.1, lo=0.0, help="box noise, a fraction of the box size"),
+        "score_noise": Param(float, 0.5, lo=0.0, lo_open=True, help="std of the latent confidence"),
+        "seed": Param(int, 0),
+    }
+
     def __init__(self, **params):
         super().__init__(**params)
-        self.miss_rate = param(self.params, "miss_rate", float, 0.2)
-        self.false_rate = param(self.params, "false_rate", float, 0.3)
-        self.jitter = param(self.params, "jitter", float, 0.1)
-        self.score_noise = param(self.params, "score_noise", float, 0.5)
-        self.seed = param(self.params, "seed", int, 0)
-        if not (0 <= self.miss_rate < 1) or self.false_rate < 0 or self.jitter < 0 or self.score_noise <= 0:
-            raise ValueError(f"simulated teacher: bad parameters {self.params}")
+        v = self.values
+        self.miss_rate, self.false_rate, self.jitter = v["miss_rate"], v["false_rate"], v["jitter"]
+        self.score_noise, self.seed = v["score_noise"], v["seed"]
         kept = 1.0 - self.miss_rate
         self.prior = kept / (kept + self.false_rate) if kept + self.false_rate > 0 else 1.0
 

