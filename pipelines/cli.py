@@ -69,6 +69,9 @@ def setup_logging(verbose: bool = False) -> None:
     level = logging.INFO if verbose else logging.ERROR
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # The job service relays every worker log line, CRITICAL ones with a traceback when a worker is
+    # stopped by Ctrl-C; the workers' own output (the log file of worker_output) has them all.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(level if verbose else logging.CRITICAL + 1)
     if not verbose:
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)

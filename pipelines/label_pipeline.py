@@ -1,11 +1,12 @@
 """Pseudo labels end to end: captions → phrases → teacher → match → label shards (one Beam pipeline).
 
-    python -m pipelines.label_pipeline --captions DIR/captions.tsv --regions REGIONS --out LABELS \\
+    python -m pipelines.label_pipeline --captions DIR/captions.tsv --regions REGIONS --out DATA \\
         --teacher tag_similarity --teacher-arg objects_vocab=DIR/objects_vocab.txt [--flickr30k DIR/flickr30k] \\
         [--iou-threshold 0.5] [--images DIR/images] [Beam options, e.g. --runner=DataflowRunner ...]
 
 Outputs, each stage in a directory named by its fingerprint, with ``_DEAD_LETTER.jsonl`` and
-``_MANIFEST.json`` written last: ``OUT/phrases/<fp>/phrases-NNNNNN.parquet``,
+``_MANIFEST.json`` written last (``--out`` is the data root, as ``--data`` of ``pipelines.dag``):
+``OUT/phrases/<fp>/phrases-NNNNNN.parquet``,
 ``OUT/teacher/<fp>/teacher-NNNNNN.parquet``, ``OUT/labels/<fp>/labels-NNNNNN.tar`` (paired with
 ``REGIONS/regions-NNNNNN.tar``). After a successful run ``OUT/<stage>/CURRENT`` holds the current
 fingerprint of each stage (:func:`current_dir` resolves it).
