@@ -31,7 +31,7 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 NOISY_LOGGERS = ("apache_beam", "absl", "grpc", "transformers", "urllib3", "filelock", "huggingface_hub", "fsspec")
 # Inherited by Beam's worker processes and read by native libraries at import.
-QUIET_ENV = {"GRPC_VERBOSITY": "ERROR", "GRPC_ENABLE_FORK_SUPPORT": "0", "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "3"}
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "GRPC_VERBOSITY": "ERROR", "GRPC_ENABLE_FORK_SUPPORT": "0", "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 _state: list[str] = []
 _verbose = False

@@ -158,8 +158,24 @@ def label_config(cfg: DagConfig, regions_dir: str) -> LabelConfig:
     )
 
 
+def preflight(cfg: DagConfig, labels: bool = True) -> None:
+    """The inputs exist, before minutes of work: a missing one is a :class:`cli.UserError` naming its flag."""
+    _region_source(cfg)
+    if not labels:
+        return
+    lc = label_config(cfg, "")
+    if not Path(lc.captions).is_file():
+        flag = "--captions" if cfg.captions else f"--captions FILE (default {lc.captions})"
+        raise cli.UserError(f"captions file {lc.captions} does not exist: pass {flag}")
+    vocab = lc.teacher_args.get("objects_vocab")
+    if cfg.teacher == "tag_similarity" and vocab and not Path(str(vocab)).is_file():
+        raise cli.UserError(f"objects vocabulary {vocab} does not exist: the tag_similarity teacher needs the detector's class names; "
+                            "pass --objects-vocab FILE (objects_vocab.txt), or another --teacher")
+
+
 def labels_dag(cfg: DagConfig) -> dict[str, dict[str, Any]]:
     """regions → phrases → teacher → labels; returns each stage's manifest with ``dir`` and ``ran``."""
+    preflight(cfg)
     report = {"regions": regions_stage(cfg)}
     manifests = run_labels(label_config(cfg, report["regions"]["dir"]), cfg.beam_args)
     report.update(manifests)

@@ -311,11 +311,15 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
 def check_outputs(cfg: LabelConfig, manifests: dict[str, Any], dirs: dict[str, str]) -> None:
     """Stage guards (:mod:`pipelines.stage_guard`): fail on an empty or mostly-rejected stage, or on labels without a single match."""
     hints = {
-        "phrases": f"is {cfg.captions} a caption<TAB>url TSV with captions in English?",
-        "teacher": f"do the caption urls' image ids name images of --regions {cfg.regions}?",
+        "phrases": {"": f"is {cfg.captions} a caption<TAB>url TSV with captions in English?"},
+        "teacher": {
+            "not in the region source": f"do the caption urls' image ids (file names) name images of --regions {cfg.regions}?",
+            "region class id outside": "is --objects-vocab the detector's own class list (one line per class, in its order)?",
+            "no class distribution": "tag_similarity needs regions ingested with cls_prob (.npz/.npy), or pick another --teacher",
+        },
     }
     for s in STAGES:
-        check_stage(s, manifests[s], dirs[s], cfg.max_reject, hint=hints.get(s, ""))
+        check_stage(s, manifests[s], dirs[s], cfg.max_reject, hint=hints.get(s, {}))
     check_matches(manifests["labels"].get("stats", {}), dirs["labels"],
                   hint="does the teacher fit the regions (for tag_similarity: is --objects-vocab the detector's own class list)?")
 

@@ -26,7 +26,7 @@ def reason_kind(reason: str) -> str:
     """A reason with its particulars (numbers, box coordinates, quoted values) blanked, for counting."""
     r = re.sub(r"\[[^\]]*\]|\([^)]*\)", "(…)", reason)
     r = re.sub(r"'[^']*'", "'…'", r)
-    return re.sub(r"\d+(?:\.\d+)?", "#", r)
+    return re.sub(r"(?<![\w/-])\d+(?:\.\d+)?(?![\w/])", "#", r)
 
 
 def reasons_from_dead_letters(directory: str) -> Counter:
@@ -49,7 +49,7 @@ def check_stage(
     directory: str,
     max_reject: float = DEFAULT_MAX_REJECT,
     reasons: dict[str, int] | None = None,
-    hint: str = "",
+    hint: str | dict[str, str] = "",
 ) -> None:
     """Raise :class:`StageFailed` when the stage output nothing or rejected more than ``max_reject`` of its input."""
     c = manifest["counts"]
@@ -72,10 +72,13 @@ def check_matches(stats: dict[str, Any], directory: str, hint: str = "") -> None
         raise StageFailed(_summary("labels", f"none of its {phrases} phrases matched any region", directory, {}, hint))
 
 
-def _summary(stage: str, problem: str, directory: str, reasons: dict[str, int] | None, hint: str) -> str:
+def _summary(stage: str, problem: str, directory: str, reasons: dict[str, int] | None, hint: str | dict[str, str]) -> str:
+    """``hint``: a sentence, or ``{reason fragment: sentence}`` to add the sentences whose reason is among the top ones."""
     if reasons is None:
         reasons = reasons_from_dead_letters(directory)
     top = Counter(reasons).most_common(TOP_REASONS)
+    if isinstance(hint, dict):
+        hint = " ".join(h for fragment, h in hint.items() if any(fragment in r for r, _ in top))
     parts = [f"stage {stage}: {problem}"]
     if top:
         parts.append("top reasons: " + "; ".join(f"{n}x {r}" for r, n in top))
