@@ -9,6 +9,8 @@ DATA ?= data
 TEACHER ?= tag_similarity
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 BEAM ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$(WORKERS)
+# More flags for pipelines.dag, e.g. FLAGS="--verbose", FLAGS="--max-reject 0.8", FLAGS="--content-hash".
+FLAGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -33,13 +35,13 @@ test: $(STAMP)  ## install, then run the whole test suite
 sample: $(STAMP)  ## generate the synthetic grounded corpus into $(DATA)/sample (SIZE=, SEED=)
 	$(PY) -m pipelines.synthetic --out $(DATA)/sample --num-images $${SIZE:-200} --seed $${SEED:-0}
 
-DAG := $(PY) -m pipelines.dag
+DAG = $(PY) -m pipelines.dag $(FLAGS)
 
 regions: $(STAMP)  ## ingest detector regions (the sample's .npz form, with cls_prob) into $(DATA)/regions/<fingerprint> (skipped when complete)
 	$(DAG) regions --data $(DATA)
 TEACHER_FLAGS = --teacher $(TEACHER) $(foreach a,$(TEACHER_ARGS),--teacher-arg $(a))
 
-labels: $(STAMP)  ## label DAG on $(DATA)/sample: regions -> phrases -> teacher -> labels, complete stages skipped (TEACHER=, TEACHER_ARGS="k=v ..", WORKERS=, BEAM="--runner=...")
+labels: $(STAMP)  ## label DAG on $(DATA)/sample: regions -> phrases -> teacher -> labels, complete stages skipped (TEACHER=, TEACHER_ARGS="k=v ..", WORKERS=, BEAM="--runner=...", FLAGS="--verbose")
 	$(DAG) labels --data $(DATA) $(TEACHER_FLAGS) $(BEAM)
 
 pretrain: $(STAMP)  ## labels (skipped when complete), then pre-train on the current shards into $(DATA)/pretrain/<fp> (STEPS=, NPROC=n for torchrun DDP, ARGS="--batch-size 32 ...")
