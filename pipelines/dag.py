@@ -120,7 +120,7 @@ def regions_stage(cfg: DagConfig) -> dict[str, Any]:
     Deciding costs O(files): the fingerprint comes from the source files' metadata unless ``content_hash``.
     """
     source = _region_source(cfg)
-    with cli.as_user_errors(FileNotFoundError, PermissionError, ValueError):
+    with cli.as_user_errors(FileNotFoundError, PermissionError, ValueError, hint="check --regions-tsv / --regions-npz"):
         scan, _, fp = plan_regions(**source, num_shards=cfg.num_shards, content_hash=cfg.content_hash)
     out = Path(cfg.data) / "regions" / fp
     manifest = read_manifest(out)

@@ -143,7 +143,8 @@ def metadata_digest(patterns: list[str], root: str = "") -> str:
 def source_digest(path: str | os.PathLike, content: bool = False) -> str:
     """Fingerprint of a file or of a directory tree: metadata (default) or every byte (``content``)."""
     path = str(path)
-    is_dir = os.path.isdir(path) if not is_remote(path) else not FileSystems.match([path])[0].metadata_list
+    # Object stores have no directories: a prefix with objects under it is one.
+    is_dir = os.path.isdir(path) if not is_remote(path) else bool(FileSystems.match([join(path, "**")])[0].metadata_list)
     patterns = [join(path, "**")] if is_dir else [path]
     if not content:
         return metadata_digest(patterns, root=path if is_dir else os.path.dirname(path))
