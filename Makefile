@@ -35,7 +35,7 @@ test: $(STAMP)  ## install, then run the whole test suite
 sample: $(STAMP)  ## generate the synthetic grounded corpus into $(DATA)/sample (SIZE=, SEED=)
 	$(PY) -m pipelines.synthetic --out $(DATA)/sample --num-images $${SIZE:-200} --seed $${SEED:-0}
 
-DAG = $(PY) -m pipelines.dag $(FLAGS)
+DAG = $(strip $(PY) -m pipelines.dag $(FLAGS))
 
 regions: $(STAMP)  ## ingest detector regions (the sample's .npz form, with cls_prob) into $(DATA)/regions/<fingerprint> (skipped when complete)
 	$(DAG) regions --data $(DATA)
