@@ -5,6 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= data
+# Resolved here, not in the shell, so that make echoes the commands with their real values.
+TEACHER ?= tag_similarity
+WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
+BEAM ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$(WORKERS)
+# More flags for pipelines.dag, e.g. FLAGS="--verbose", FLAGS="--max-reject 0.8", FLAGS="--content-hash".
+FLAGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -29,24 +35,22 @@ test: $(STAMP)  ## install, then run the whole test suite
 sample: $(STAMP)  ## generate the synthetic grounded corpus into $(DATA)/sample (SIZE=, SEED=)
 	$(PY) -m pipelines.synthetic --out $(DATA)/sample --num-images $${SIZE:-200} --seed $${SEED:-0}
 
-DAG := $(PY) -m pipelines.dag
+DAG = $(strip $(PY) -m pipelines.dag $(FLAGS))
 
 regions: $(STAMP)  ## ingest detector regions (the sample's .npz form, with cls_prob) into $(DATA)/regions/<fingerprint> (skipped when complete)
 	$(DAG) regions --data $(DATA)
-TEACHER_FLAGS = --teacher $${TEACHER:-tag_similarity} $(foreach a,$(TEACHER_ARGS),--teacher-arg $(a))
+TEACHER_FLAGS = --teacher $(TEACHER) $(foreach a,$(TEACHER_ARGS),--teacher-arg $(a))
 
-labels: $(STAMP)  ## label DAG on $(DATA)/sample: regions -> phrases -> teacher -> labels, complete stages skipped (TEACHER=, TEACHER_ARGS="k=v ..", WORKERS=, BEAM="--runner=...")
-	$(DAG) labels --data $(DATA) $(TEACHER_FLAGS) \
-		$${BEAM:---runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$${WORKERS:-$$(nproc)}}
+labels: $(STAMP)  ## label DAG on $(DATA)/sample: regions -> phrases -> teacher -> labels, complete stages skipped (TEACHER=, TEACHER_ARGS="k=v ..", WORKERS=, BEAM="--runner=...", FLAGS="--verbose")
+	$(DAG) labels --data $(DATA) $(TEACHER_FLAGS) $(BEAM)
 
 pretrain: $(STAMP)  ## labels (skipped when complete), then pre-train on the current shards into $(DATA)/pretrain/<fp> (STEPS=, NPROC=n for torchrun DDP, ARGS="--batch-size 32 ...")
-	$(DAG) pretrain --data $(DATA) $(TEACHER_FLAGS) --steps $${STEPS:-500} --nproc $${NPROC:-1} \
-		$(foreach a,$(ARGS),--train-arg=$(a)) \
-		$${BEAM:---runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$${WORKERS:-$$(nproc)}}
+	$(DAG) pretrain --data $(DATA) $(TEACHER_FLAGS) --steps $(or $(STEPS),500) --nproc $(or $(NPROC),1) \
+		$(foreach a,$(ARGS),--train-arg=$(a)) $(BEAM)
 
 demo: $(STAMP)  ## sample corpus (200 images) -> label DAG -> a few minutes of CPU pre-training -> summary + gallery in $(DATA)/gallery
-	$(DAG) demo --data $(DATA) --num-images $${SIZE:-200} --steps $${STEPS:-600} $(TEACHER_FLAGS) \
-		--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$${WORKERS:-$$(nproc)}
+	$(DAG) demo --data $(DATA) --num-images $(or $(SIZE),200) --steps $(or $(STEPS),600) $(TEACHER_FLAGS) \
+		--runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$(WORKERS)
 
 gallery: $(STAMP)  ## pseudo-label gallery (HTML + PNGs + loss curves) of the last DAG run in $(DATA)/gallery
 	$(PY) -m pipelines.gallery --data $(DATA)

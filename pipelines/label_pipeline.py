@@ -1,11 +1,12 @@
 """Pseudo labels end to end: captions → phrases → teacher → match → label shards (one Beam pipeline).
 
-    python -m pipelines.label_pipeline --captions DIR/captions.tsv --regions REGIONS --out LABELS \\
+    python -m pipelines.label_pipeline --captions DIR/captions.tsv --regions REGIONS --out DATA \\
         --teacher tag_similarity --teacher-arg objects_vocab=DIR/objects_vocab.txt [--flickr30k DIR/flickr30k] \\
         [--iou-threshold 0.5] [--images DIR/images] [Beam options, e.g. --runner=DataflowRunner ...]
 
 Outputs, each stage in a directory named by its fingerprint, with ``_DEAD_LETTER.jsonl`` and
-``_MANIFEST.json`` written last: ``OUT/phrases/<fp>/phrases-NNNNNN.parquet``,
+``_MANIFEST.json`` written last (``--out`` is the data root, as ``--data`` of ``pipelines.dag``):
+``OUT/phrases/<fp>/phrases-NNNNNN.parquet``,
 ``OUT/teacher/<fp>/teacher-NNNNNN.parquet``, ``OUT/labels/<fp>/labels-NNNNNN.tar`` (paired with
 ``REGIONS/regions-NNNNNN.tar``). After a successful run ``OUT/<stage>/CURRENT`` holds the current
 fingerprint of each stage (:func:`current_dir` resolves it).
@@ -27,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -49,8 +51,8 @@ from pipelines.labels import STATS, BuildLabels, WriteLabelShards, publish_shard
 from pipelines.match import DEFAULT_IOU_THRESHOLD, check_threshold
 from pipelines.phrases import DEAD, ExtractPhrases, PhraseConfig
 from pipelines.quality import precision_recall
-from pipelines.teacher_stage import RunTeacher, TeacherModelHandler
-from pipelines.teachers import DEFAULT_TEACHER, build_teacher
+from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_matches, check_max_reject, check_stage
+from pipelines.teachers import DEFAULT_TEACHER, REGISTRY, build_teacher
 from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_from_row, phrases_to_row, teacher_from_row, teacher_to_row
 from schemas.manifest import CURRENT_NAME, MANIFEST_NAME, fingerprint, reconciles, write_manifest
 from schemas.shards import LABEL_PREFIX, shard_name
@@ -74,6 +76,8 @@ class LabelConfig:
     force: bool = False
     image_id: str = "auto"  # caption → region key: auto | stem | int (schemas.image_ids); plan_labels resolves auto
     id_map: str = ""  # mapping file (COCO instances JSON or TSV stem<TAB>id); overrides image_id
+    max_reject: float = DEFAULT_MAX_REJECT  # a stage rejecting more than this share of its input fails the run
+    content_hash: bool = False  # fingerprint inputs by their bytes, not their files' names, sizes and mtimes
 
 
 def read_manifest(directory: str) -> dict[str, Any] | None:
@@ -98,12 +102,48 @@ def _regions_fingerprint(regions: str) -> str:
     return fingerprint([remote_io.content_digest(p) for _, p in region_shards(regions)])
 
 
-def stage_fingerprints(cfg: LabelConfig, teacher_fp: str) -> dict[str, str]:
-    # The image key renames every caption's image; "stem" (the historical key) leaves fingerprints as they were.
-    key = [] if cfg.image_id in ("stem", "auto") and not cfg.id_map else [cfg.image_id, remote_io.content_digest(cfg.id_map) if cfg.id_map else ""]
-    phrases = fingerprint("phrases", remote_io.content_digest(cfg.captions), cfg.phrases.fingerprint_params(), *key)
-    teacher = fingerprint("teacher", phrases, _regions_fingerprint(cfg.regions), teacher_fp, cfg.images or "")
-    labels = fingerprint("labels", teacher, cfg.iou_threshold, bool(cfg.flickr30k))
+PIXEL_TEACHERS = frozenset({"grounding_dino", "owlv2"})  # the teachers that open the images
+
+
+def images_digest(cfg: LabelConfig) -> str:
+    """Fingerprint of the images a pixel teacher reads: ``--images`` (the directory), or else the
+    files the caption urls name (relative to the captions file). Metadata by default, bytes with ``content_hash``."""
+    if cfg.images:
+        return remote_io.source_digest(cfg.images, cfg.content_hash)
+    from pipelines.captions import read_captions  # noqa: PLC0415 - only pixel teachers need it
+
+    root = remote_io.dirname(cfg.captions)
+    urls = sorted({c.url for tag, c in read_captions(cfg.captions) if tag == "caption"})
+    local = [u if os.path.isabs(u) or "://" in u else remote_io.join(root, u) for u in urls]
+    files = [p for p in local if not p.startswith(("http://", "https://"))]
+    web = [p for p in local if p.startswith(("http://", "https://"))]  # not ours to stat: their urls stand for them
+    if cfg.content_hash:
+        return fingerprint(web, [(p, remote_io.content_digest(p)) for p in files if remote_io.exists(p)])
+    parents = sorted({remote_io.dirname(p) if remote_io.is_remote(p) else os.path.dirname(p) for p in files})
+    wanted = set(files)
+    meta = [m for m in remote_io.file_metadata([remote_io.join(d, "*") for d in parents]) if m[0] in wanted]
+    return fingerprint(web, [(os.path.relpath(p, root) if not remote_io.is_remote(p) else p, size, mtime) for p, size, mtime in meta])
+
+
+def stage_fingerprints(cfg: LabelConfig, teacher_fp: str, teacher_name: str = "", teacher_params: dict[str, Any] | None = None) -> dict[str, str]:
+    """Each stage's fingerprint covers everything that changes its output.
+
+    phrases: the captions and the spaCy model/params; teacher: phrases, regions, the teacher (name,
+    params, weights), the images for a pixel teacher, the ground truth an oracle/simulated teacher
+    reads; labels: teacher, IoU threshold, and the ground truth that precision/recall are scored on.
+    Files enter by metadata (name, size, mtime; cheap on ``gs://`` too) or, with ``cfg.content_hash``, by content.
+    """
+    name, params = teacher_name or cfg.teacher, teacher_params or {}
+    digest = lambda path: remote_io.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
+    mode = "content" if cfg.content_hash else "metadata"
+    # The image key renames every caption's image; "stem" (the historical key) adds nothing.
+    key = [] if cfg.image_id in ("stem", "auto") and not cfg.id_map else [cfg.image_id, digest(cfg.id_map)]
+    phrases = fingerprint("phrases", mode, digest(cfg.captions), cfg.phrases.fingerprint_params(), *key)
+    inputs = {"images": images_digest(cfg) if name in PIXEL_TEACHERS else ""}
+    if params.get("flickr30k"):
+        inputs["ground_truth"] = digest(str(params["flickr30k"]))
+    teacher = fingerprint("teacher", phrases, _regions_fingerprint(cfg.regions), teacher_fp, inputs)
+    labels = fingerprint("labels", teacher, cfg.iou_threshold, digest(cfg.flickr30k))
     return {"phrases": phrases, "teacher": teacher, "labels": labels}
 
 
@@ -173,6 +213,8 @@ def build_pipeline(
     # teacher
     regions = p | "ReadRegions" >> ReadRegions(cfg.regions)
     if run["teacher"]:
+        from pipelines.teacher_stage import RunTeacher, TeacherModelHandler  # noqa: PLC0415 - imports torch: only when the stage runs
+
         handler = TeacherModelHandler(cfg.teacher, teacher_params, min_batch_size=1, max_batch_size=cfg.teacher_batch_size)
         images_root = remote_io.dirname(cfg.captions)
         tea = phrases | "Teacher" >> RunTeacher(handler, teacher_fp, regions, images_root, cfg.images)
@@ -236,16 +278,35 @@ def _stage_manifest(d: str, stage: str, fp: str, extra: dict[str, Any], out: int
 def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
     """Validate the configuration and resolve fingerprints: ``(teacher, teacher params, stage fps)``.
 
-    Builds the teacher (hashing its weights) but loads no model.
+    Builds the teacher (hashing its weights) but loads no model. A mistake in the configuration
+    raises :class:`pipelines.cli.UserError` naming the flag that fixes it.
     """
-    check_threshold(cfg.iou_threshold)
+    with cli.as_user_errors(ValueError):
+        check_threshold(cfg.iou_threshold)
+        check_max_reject(cfg.max_reject)
+    if not remote_io.exists(cfg.captions) or (not remote_io.is_remote(cfg.captions) and os.path.isdir(cfg.captions)):
+        raise cli.UserError(f"captions file {cfg.captions} does not exist: pass --captions FILE (a caption<TAB>url TSV)")
+    with cli.as_user_errors(FileNotFoundError, hint="pass --regions DIR, a directory of regions-NNNNNN.tar shards (python -m pipelines.regions writes them)"):
+        region_shards(cfg.regions)
+    if cfg.teacher not in REGISTRY:
+        raise cli.UserError(f"unknown teacher {cfg.teacher!r}: pass --teacher with one of {', '.join(sorted(REGISTRY))}")
     params = dict(cfg.teacher_args)
+    if cfg.teacher == "tag_similarity":
+        vocab = str(params.get("objects_vocab") or "")
+        if not vocab:
+            raise cli.UserError("the tag_similarity teacher needs the detector's class names: pass --objects-vocab FILE (objects_vocab.txt)")
+        if not remote_io.exists(vocab):
+            raise cli.UserError(f"objects vocabulary {vocab} does not exist: pass --objects-vocab FILE (the detector's objects_vocab.txt)")
+    if cfg.flickr30k and not remote_io.exists(cfg.flickr30k):
+        raise cli.UserError(f"Flickr30k Entities directory {cfg.flickr30k} does not exist: fix --flickr30k, or leave it out")
     if cfg.flickr30k and cfg.teacher in ("oracle", "simulated"):
         params.setdefault("flickr30k", cfg.flickr30k)
-    teacher = build_teacher(cfg.teacher, params)  # validates parameters before any work starts
+    with cli.as_user_errors(ValueError, TypeError, KeyError, FileNotFoundError, hint="check --teacher-arg"):
+        teacher = build_teacher(cfg.teacher, params)  # validates parameters before any work starts
+        teacher_fp = teacher.fingerprint  # hashes the weights: a missing file is the user's
     region_manifest = read_manifest(cfg.regions) or {}
     if cfg.teacher == "tag_similarity" and region_manifest.get("has_cls_prob") is False:
-        raise ValueError(
+        raise cli.UserError(
             f"{cfg.regions}: the region shards carry no detector classes (a plain BUTD TSV?), which the tag_similarity "
             "teacher needs: ingest an LXMERT TSV (--lxmert: objects_id) or .npz/.npy with cls_prob, or use --teacher "
             "grounding_dino/owlv2 (--teacher-arg model_dir=LOCAL_DIR, images beside the captions or --images DIR), or "
@@ -253,7 +314,23 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
         )
     # Which key joins captions to region samples, checked on the data (an error names both sides).
     cfg.image_id = resolve_image_id(cfg.captions, region_shards(cfg.regions), cfg.image_id, load_id_map(cfg.id_map))
-    return teacher, params, stage_fingerprints(cfg, teacher.fingerprint)
+    return teacher, params, stage_fingerprints(cfg, teacher_fp, cfg.teacher, params)
+
+
+def check_outputs(cfg: LabelConfig, manifests: dict[str, Any], dirs: dict[str, str]) -> None:
+    """Stage guards (:mod:`pipelines.stage_guard`): fail on an empty or mostly-rejected stage, or on labels without a single match."""
+    hints = {
+        "phrases": {"": f"is {cfg.captions} a caption<TAB>url TSV with captions in English?"},
+        "teacher": {
+            "not in the region source": f"do the caption urls' image ids (file names) name images of --regions {cfg.regions}?",
+            "region class id outside": "is --objects-vocab the detector's own class list (one line per class, in its order)?",
+            "no class distribution": "tag_similarity needs regions with detector classes (LXMERT TSV with --lxmert, or .npz/.npy with cls_prob), or pick another --teacher",
+        },
+    }
+    for s in STAGES:
+        check_stage(s, manifests[s], dirs[s], cfg.max_reject, hint=hints.get(s, {}))
+    check_matches(manifests["labels"].get("stats", {}), dirs["labels"],
+                  hint="does the teacher fit the regions (for tag_similarity: is --objects-vocab the detector's own class list)?")
 
 
 def run_labels(cfg: LabelConfig, beam_args: list[str] | None = None) -> dict[str, Any]:
@@ -275,7 +352,12 @@ def run_labels(cfg: LabelConfig, beam_args: list[str] | None = None) -> dict[str
             log.info("stage %s: skipped (complete manifest %s)", s, fps[s])
     manifests = dict(previous)
     if any(run.values()):
-        manifests.update(_run_stages(cfg, teacher, params, fps, dirs, run, beam_args or []))
+        running = ", ".join(f"{s} ({dirs[s]})" for s in STAGES if run[s])
+        cli.note_state(f"stopped while computing {running}: no manifest there, so the next run redoes them; complete stages are kept")
+        with cli.worker_output(None if remote_io.is_remote(cfg.out) else os.path.join(cfg.out, "logs")):
+            manifests.update(_run_stages(cfg, teacher, params, fps, dirs, run, beam_args or []))
+        cli.note_state("all stages complete")
+    check_outputs(cfg, manifests, dirs)  # a failed guard moves no pointer: later steps keep the last good output
     for s in STAGES:  # pointers last: they name only complete outputs
         remote_io.write_bytes(remote_io.join(cfg.out, s, CURRENT_NAME), (fps[s] + "\n").encode("utf-8"))
     return {s: {**manifests[s], "dir": dirs[s], "ran": run[s]} for s in STAGES}
@@ -345,10 +427,10 @@ def summary(manifests: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.ArgumentParser(prog="python -m pipelines.label_pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captions", required=True, help="Conceptual-Captions style TSV (caption<TAB>url)")
     ap.add_argument("--regions", required=True, help="region shard directory (regions-NNNNNN.tar)")
-    ap.add_argument("--out", required=True, help="output directory (phrases/, teacher/, labels/)")
+    ap.add_argument("--out", required=True, help="data root: stages go to OUT/phrases/<fp>, OUT/teacher/<fp>, OUT/labels/<fp>")
     ap.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher name (default {DEFAULT_TEACHER})")
     ap.add_argument("--teacher-arg", action="append", default=[], metavar="K=V", help="teacher parameter, repeatable")
     ap.add_argument("--objects-vocab", default="", help="objects_vocab.txt (shorthand for --teacher-arg objects_vocab=...)")
@@ -364,7 +446,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
                     help="how a caption url names its region sample: file stem, the integer at its end (COCO ids, as BUTD's "
                          "COCO TSV writes), or auto (whichever joins)")
     ap.add_argument("--id-map", default="", help="mapping file url stem → region image_id: COCO instances JSON or TSV stem<TAB>id")
+    ap.add_argument("--max-reject", type=float, default=DEFAULT_MAX_REJECT,
+                    help="fail (exit 1) when a stage rejects more than this share of its input (default %(default)s)")
+    ap.add_argument("--content-hash", action="store_true",
+                    help="fingerprint input files by their bytes (default: names, sizes and modification times)")
+    cli.add_common_flags(ap)
     args, beam_args = ap.parse_known_args(argv)
+    out_name = args.out.rstrip("/").rsplit("/", 1)[-1]
+    if out_name in STAGES:
+        parent = args.out.rstrip("/")[: -len(out_name)].rstrip("/") or "."
+        ap.error(f"--out is the data root (stages go to OUT/phrases/<fp>, OUT/teacher/<fp>, OUT/labels/<fp>); "
+                 f"--out {args.out} would write {args.out}/{out_name}/<fp>: pass --out {parent}")
     targs: dict[str, Any] = {}
     for kv in args.teacher_arg:
         k, sep, v = kv.partition("=")
@@ -389,14 +481,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
         force=args.force,
         image_id=args.image_id,
         id_map=args.id_map,
+        max_reject=args.max_reject,
+        content_hash=args.content_hash,
     )
     return cfg, beam_args
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("apache_beam", "absl"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """The command line: user errors are one line (exit 2), a failed stage guard a summary (exit 1), Ctrl-C one line (130)."""
+    cli.run_cli(_cli_main, argv)
+
+
+def _cli_main(argv: list[str]) -> None:
+    cli.setup_logging("--verbose" in argv)
     cfg, beam_args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -408,4 +505,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Through the importable module, so Beam pickles classes as pipelines.label_pipeline.X, not __main__.X.
+    from pipelines.label_pipeline import main as _main
+
+    _main(sys.argv[1:])

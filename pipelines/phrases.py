@@ -43,9 +43,10 @@ class PhraseConfig:
     batch_size: int = 256  # nlp.pipe batch size
 
     def fingerprint_params(self) -> dict:
-        import spacy
+        # Package metadata, not ``import spacy``: deciding to skip the stage should not cost seconds of imports.
+        from importlib import metadata
 
-        return {**asdict(self), "spacy": spacy.__version__}
+        return {**asdict(self), "spacy": metadata.version("spacy")}
 
 
 class PhraseExtractor:

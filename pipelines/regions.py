@@ -33,15 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from tqdm import tqdm
+
+from pipelines import remote_io
+from pipelines.cli import progress_enabled
 
 from schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, dead_letter, files_digest, fingerprint, reconciles, write_manifest
 from schemas.records import SCHEMA_VERSION, RegionRecord
 from schemas.shards import REGION_PREFIX, encode_region, sample_key, shard_index, shard_name, write_shard
 from pipelines.readers import Rejected, is_blank, iter_lines, list_region_files, parse_butd_bytes, read_region_file
 from pipelines.region_formats import LXMERT_NUM_CLASSES, PICKLE_RISK, count_classes
+from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_max_reject, check_stage, reason_kind, warn_empty_shards
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +114,7 @@ def scan_tsv(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, file_index
     chunks: list[TsvChunk] = []
     start, start_line, pos = 0, 1, 0
     size = os.path.getsize(path)
-    progress = tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {Path(path).name}", disable=size < (256 << 20))
+    progress = tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {Path(path).name}", disable=size < (256 << 20) or not progress_enabled())
     for line_no, raw in iter_lines(path):
         progress.update(len(raw))
         h.update(raw)
@@ -295,13 +300,6 @@ class WriteRegionShards(beam.PTransform):
 # Driver
 
 
-def _reason_kind(reason: str) -> str:
-    """A reason with its particulars (numbers, box coordinates, quoted values) blanked, for counting."""
-    r = re.sub(r"\[[^\]]*\]|\([^)]*\)", "(…)", reason)
-    r = re.sub(r"'[^']*'", "'…'", r)
-    return re.sub(r"\d+(?:\.\d+)?", "#", r)
-
-
 def _default_pipeline_args(pipeline_args: list[str] | None) -> list[str]:
     """The local DirectRunner in-process by default: Prism would try to download a binary offline."""
     args = list(pipeline_args or [])
@@ -313,7 +311,11 @@ def _default_pipeline_args(pipeline_args: list[str] | None) -> list[str]:
     return args
 
 
-def scan_source(tsv: list[str] | None, lxmert: bool, npz_dir: str | None, npy_dir: str | None, allow_pickle: bool) -> SourceScan:
+def scan_source(
+    tsv: list[str] | None, lxmert: bool, npz_dir: str | None, npy_dir: str | None, allow_pickle: bool, content_hash: bool = True
+) -> SourceScan:
+    """The driver's own pass over the source: record count, TSV byte ranges, file list, and a digest
+    (a TSV is hashed while it is counted; a directory's files only with ``content_hash``)."""
     given = [x for x in (tsv, npz_dir, npy_dir) if x]
     if len(given) != 1:
         raise ValueError("give exactly one region source: tsv (one or more files), npz_dir or npy_dir")
@@ -335,8 +337,21 @@ def scan_source(tsv: list[str] | None, lxmert: bool, npz_dir: str | None, npy_di
         raise PermissionError(f"{directory}: refusing to read pickled .npy files: {PICKLE_RISK}")
     files = list_region_files(directory, kind)
     companions = [p.with_name(p.stem + "_info.npy") for p in files if kind == "npy"]
-    digest = files_digest(files + [c for c in companions if c.exists()])
+    digest = files_digest(files + [c for c in companions if c.exists()]) if content_hash else source_metadata_digest(None, npz_dir, npy_dir)
     return SourceScan(f"{kind}_dir", str(directory), digest, len(files), files=[str(p) for p in files])
+
+
+def source_metadata_digest(tsv: list[str] | None, npz_dir: str | None, npy_dir: str | None) -> str:
+    """Fingerprint of the source files' names, sizes and modification times (no content read): O(files)."""
+    if tsv:
+        for path in tsv:
+            if not remote_io.exists(path) or os.path.isdir(path):
+                raise FileNotFoundError(f"region TSV {path} does not exist")
+        return fingerprint([remote_io.metadata_digest([str(p)], root=os.path.dirname(str(p))) for p in tsv])
+    directory, kind = (npz_dir, "npz") if npz_dir is not None else (npy_dir, "npy")
+    if not remote_io.exists(directory):
+        raise FileNotFoundError(f"region directory {directory} does not exist")
+    return remote_io.metadata_digest([remote_io.join(str(directory), f"*.{kind}")], root=str(directory))
 
 
 def plan_regions(
@@ -351,20 +366,32 @@ def plan_regions(
     feature_dim: int | None = None,
     scan: SourceScan | None = None,
     num_classes: int = LXMERT_NUM_CLASSES,
-) -> tuple[SourceScan, dict[str, Any], str]:
-    """Scan (hash) the source and resolve the stage's fingerprint without running anything:
-    ``(scan, params, fingerprint)``. The DAG uses it to name the output directory and to skip."""
+    content_hash: bool = False,
+) -> tuple[SourceScan | None, dict[str, Any], str]:
+    """Resolve the stage's fingerprint without running anything: ``(scan, params, fingerprint)``.
+
+    By default the source enters the fingerprint by its files' metadata (name, size, mtime), so that
+    deciding to skip a complete stage costs O(files), not O(bytes), and ``scan`` is None (the run
+    scans). ``content_hash``: hash every byte instead (the scan, returned for the run to reuse).
+    The DAG uses it to name the output directory and to skip.
+    """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    if scan is None:
-        tsv_files = None if tsv is None else [str(t) for t in ([tsv] if isinstance(tsv, (str, os.PathLike)) else tsv)]
-        scan = scan_source(
-            tsv_files, lxmert, None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir), allow_pickle
-        )
-    params = {"source_format": scan.kind, "inclusive_boxes": inclusive, "num_shards": num_shards, "feature_dim": feature_dim}
-    if scan.kind == "lxmert_tsv":  # width of the class distribution built from objects_id (1 + vocabulary)
+    tsv_files = None if tsv is None else [str(t) for t in ([tsv] if isinstance(tsv, (str, os.PathLike)) else tsv)]
+    npz, npy = None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir)
+    if content_hash and scan is None:
+        scan = scan_source(tsv_files, lxmert, npz, npy, allow_pickle, content_hash=True)
+    if content_hash:
+        kind, digest = scan.kind, ("content", scan.digest)
+    else:
+        if len([x for x in (tsv_files, npz, npy) if x]) != 1:
+            raise ValueError("give exactly one region source: tsv (one or more files), npz_dir or npy_dir")
+        kind = ("lxmert_tsv" if lxmert else "butd_tsv") if tsv_files else ("npz_dir" if npz else "npy_dir")
+        digest = ("metadata", source_metadata_digest(tsv_files, npz, npy))
+    params = {"source_format": kind, "inclusive_boxes": inclusive, "num_shards": num_shards, "feature_dim": feature_dim}
+    if kind == "lxmert_tsv":  # width of the class distribution built from objects_id (1 + vocabulary)
         params["num_classes"] = num_classes
-    return scan, params, fingerprint(STAGE, SCHEMA_VERSION, scan.digest, params)
+    return scan, params, fingerprint(STAGE, SCHEMA_VERSION, digest, params)
 
 
 def run_regions(
@@ -381,6 +408,7 @@ def run_regions(
     pipeline_args: list[str] | None = None,
     scan: SourceScan | None = None,
     num_classes: int = LXMERT_NUM_CLASSES,
+    content_hash: bool = False,
 ) -> dict[str, Any]:
     """Run the stage on one source and return its manifest.
 
@@ -389,11 +417,16 @@ def run_regions(
     ``feature_dim``: if given, records of another dimension are dead-lettered; if not, a source with
     mixed dimensions fails the stage. ``pipeline_args``: Beam options (default: in-process DirectRunner).
     ``scan``: the source scan :func:`plan_regions` already made (saves hashing the source twice).
+    ``content_hash``: the fingerprint hashes the source's bytes, not its files' metadata.
     """
     scan, params, fp = plan_regions(
         tsv, lxmert=lxmert, npz_dir=npz_dir, npy_dir=npy_dir, allow_pickle=allow_pickle, num_shards=num_shards,
-        inclusive=inclusive, feature_dim=feature_dim, scan=scan, num_classes=num_classes,
+        inclusive=inclusive, feature_dim=feature_dim, scan=scan, num_classes=num_classes, content_hash=content_hash,
     )
+    if scan is None:
+        tsv_files = None if tsv is None else [str(t) for t in ([tsv] if isinstance(tsv, (str, os.PathLike)) else tsv)]
+        scan = scan_source(tsv_files, lxmert, None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir),
+                           allow_pickle, content_hash=False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # The manifest goes first, so that an interrupted rerun never looks complete.
@@ -446,7 +479,7 @@ def _publish(out: Path, scan: SourceScan, num_shards: int, fp: str, params: dict
         "params": params,
         "counts": counts,
         "blank_lines": scan.blank_lines,
-        "rejected_by_reason": dict(sorted(Counter(_reason_kind(d["reason"]) for d in dead_json).items())),
+        "rejected_by_reason": dict(sorted(Counter(reason_kind(d["reason"]) for d in dead_json).items())),
         "num_shards": num_shards,
         "shards": [{"name": s["name"], "samples": s["samples"], "bytes": s["bytes"]} for s in summaries],
         "feature_dim": dims[0] if dims else None,
@@ -461,7 +494,12 @@ def _publish(out: Path, scan: SourceScan, num_shards: int, fp: str, params: dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.regions", description=__doc__.split("\n\n")[0])
+    """The command line: user errors are one line (exit 2), a failed stage guard a summary (exit 1)."""
+    cli.run_cli(_cli_main, argv)
+
+
+def _cli_main(argv: list[str]) -> None:
+    ap = cli.ArgumentParser(prog="python -m pipelines.regions", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--tsv", nargs="+", help="bottom-up-attention TSV file(s)")
     src.add_argument("--npz-dir", help="directory of per-image .npz region files (safe, no pickle)")
@@ -473,24 +511,49 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--feature-dim", type=int, default=None, help="dead-letter records of any other feature dimension")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--num-shards", type=int, required=True)
+    ap.add_argument("--max-reject", type=float, default=DEFAULT_MAX_REJECT,
+                    help="fail (exit 1) when more than this share of the records is rejected (default %(default)s)")
+    ap.add_argument("--content-hash", action="store_true", help="fingerprint the source by its bytes (default: file names, sizes, mtimes)")
+    cli.add_common_flags(ap)
     args, beam_args = ap.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli.setup_logging(args.verbose)
     if args.npy_dir and not args.allow_pickle:
         ap.error(f"--npy-dir needs --allow-pickle: {PICKLE_RISK}")
-    m = run_regions(
-        args.tsv,
-        lxmert=args.lxmert,
-        npz_dir=args.npz_dir,
-        npy_dir=args.npy_dir,
-        allow_pickle=args.allow_pickle,
-        out_dir=args.out,
-        num_shards=args.num_shards,
-        inclusive=not args.exclusive_boxes,
-        feature_dim=args.feature_dim,
-        pipeline_args=beam_args,
-        num_classes=count_classes(args.objects_vocab) if args.objects_vocab else LXMERT_NUM_CLASSES,
-    )
+    if args.num_shards < 1:
+        ap.error(f"--num-shards must be at least 1, got {args.num_shards}")
+    with cli.as_user_errors(ValueError):
+        check_max_reject(args.max_reject)
+    with cli.as_user_errors(FileNotFoundError, PermissionError):
+        num_classes = count_classes(args.objects_vocab) if args.objects_vocab else LXMERT_NUM_CLASSES
+        plan_regions(args.tsv, lxmert=args.lxmert, npz_dir=args.npz_dir, npy_dir=args.npy_dir, allow_pickle=args.allow_pickle,
+                     num_shards=args.num_shards, content_hash=args.content_hash, num_classes=num_classes)
+    cli.note_state(f"{args.out} is incomplete (no {MANIFEST_NAME}); run the command again to redo it")
+    with cli.worker_output(os.path.join(args.out, "_logs")):
+        m = run_regions(
+            args.tsv,
+            lxmert=args.lxmert,
+            npz_dir=args.npz_dir,
+            npy_dir=args.npy_dir,
+            allow_pickle=args.allow_pickle,
+            out_dir=args.out,
+            num_shards=args.num_shards,
+            inclusive=not args.exclusive_boxes,
+            feature_dim=args.feature_dim,
+            pipeline_args=beam_args,
+            content_hash=args.content_hash,
+            num_classes=num_classes,
+        )
     print(json.dumps({"counts": m["counts"], "rejected_by_reason": m["rejected_by_reason"], "out": args.out}, indent=2))
+    check_regions(m, args.out, args.max_reject)
+
+
+def check_regions(manifest: dict[str, Any], out_dir: str | os.PathLike, max_reject: float = DEFAULT_MAX_REJECT) -> None:
+    """The stage guard for region ingest (see :mod:`pipelines.stage_guard`), and the empty-shard warning."""
+    hint = ""
+    if manifest["counts"]["in"] and manifest["counts"]["out"] == 0 and str(manifest.get("source", {}).get("kind", "")).endswith("tsv"):
+        hint = "is it a bottom-up-attention TSV (image_id, image_w, image_h, num_boxes, boxes, features)?"
+    check_stage(STAGE, manifest, str(out_dir), max_reject, manifest.get("rejected_by_reason", {}), hint)
+    warn_empty_shards(manifest["num_shards"], manifest["counts"]["out"])
 
 
 if __name__ == "__main__":

@@ -116,3 +116,40 @@ def content_digest(path: str | os.PathLike) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def file_metadata(patterns: list[str]) -> list[tuple[str, int, float]]:
+    """``(path, size, mtime)`` of every file matching ``patterns`` (paths or shell patterns), sorted by path.
+
+    One ``FileSystems.match`` listing per pattern: a stat per file locally, one list call per prefix on
+    ``gs://``/``s3://`` (where the time is the object's last update). No file content is read.
+    """
+    out: dict[str, tuple[int, float]] = {}
+    for result in FileSystems.match([str(p) for p in patterns]):
+        for m in result.metadata_list:
+            out[m.path] = (int(m.size_in_bytes), float(m.last_updated_in_seconds or 0.0))
+    return [(p, *out[p]) for p in sorted(out)]
+
+
+def metadata_digest(patterns: list[str], root: str = "") -> str:
+    """Fingerprint of the files' names (relative to ``root``), sizes and modification times: O(files), not O(bytes)."""
+    h = hashlib.sha256()
+    for path, size, mtime in file_metadata(patterns):
+        name = os.path.relpath(path, root) if root and not is_remote(path) else path.removeprefix(root)
+        h.update(f"{name}\0{size}\0{mtime:.6f}\n".encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def source_digest(path: str | os.PathLike, content: bool = False) -> str:
+    """Fingerprint of a file or of a directory tree: metadata (default) or every byte (``content``)."""
+    path = str(path)
+    # Object stores have no directories: a prefix with objects under it is one.
+    is_dir = os.path.isdir(path) if not is_remote(path) else bool(FileSystems.match([join(path, "**")])[0].metadata_list)
+    patterns = [join(path, "**")] if is_dir else [path]
+    if not content:
+        return metadata_digest(patterns, root=path if is_dir else os.path.dirname(path))
+    h = hashlib.sha256()
+    for p, _, _ in file_metadata(patterns):
+        h.update(((os.path.relpath(p, path) if is_dir and not is_remote(p) else p.removeprefix(path)) + "\0").encode("utf-8"))
+        h.update(content_digest(p).encode("ascii"))
+    return h.hexdigest()[:16]

@@ -201,3 +201,22 @@ def test_pretrain_runs_on_the_current_labels_and_reruns_when_they_change(first, 
     assert b["ran"] and b["dir"] != a["dir"] and b["upstream"]["labels"] == report_b["labels"]["fingerprint"] != report["labels"]["fingerprint"]
     assert json.loads((Path(b["dir"]) / "config.json").read_text())["labels"] == report_b["labels"]["dir"]
     assert json.loads((data / "dag.json").read_text())["pretrain"]["dir"] == b["dir"]
+
+
+def test_a_no_op_run_reads_no_file_content(first, corpus, tmp_path, monkeypatch):
+    """Deciding to skip costs O(files): fingerprints come from file metadata, not bytes (issue #11)."""
+    import shutil
+
+    from pipelines import regions, remote_io
+
+    data = tmp_path / "data"
+    shutil.copytree(first[0], data)
+
+    def no_reading(*a, **k):
+        raise AssertionError("a skipped stage read file content to fingerprint it")
+
+    for target, name in ((remote_io, "content_digest"), (regions, "scan_source"), (regions, "scan_tsv"), (regions, "files_digest")):
+        monkeypatch.setattr(target, name, no_reading)
+    report = labels_dag(_cfg(corpus, data))
+    assert not any(report[s]["ran"] for s in STAGES)
+    assert {s: report[s]["fingerprint"] for s in STAGES} == {s: first[1][s]["fingerprint"] for s in STAGES}
