@@ -38,15 +38,17 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from tqdm import tqdm
 
-from pipelines import remote_io
+from ssga_io import fs
 from pipelines.cli import progress_enabled
 
 from schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, dead_letter, files_digest, fingerprint, reconciles, write_manifest
 from schemas.records import SCHEMA_VERSION, RegionRecord
 from schemas.shards import REGION_PREFIX, encode_region, sample_key, shard_index, shard_name, write_shard
-from pipelines.readers import Rejected, is_blank, iter_lines, list_region_files, parse_butd_bytes, read_region_file
-from pipelines.region_formats import LXMERT_NUM_CLASSES, PICKLE_RISK, count_classes
+from pipelines.formats.readers import Rejected, is_blank, iter_lines, list_region_files, parse_butd_bytes, read_region_file
+from pipelines.formats.region_formats import LXMERT_NUM_CLASSES, count_classes
+from ssga_io.security import PICKLE_RISK
 from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_max_reject, check_stage, reason_kind, warn_empty_shards
+from ssga_io import atomic
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +232,7 @@ class WriteShard(beam.DoFn):
             "with_cls_prob": sum(s.has_cls for s in samples),
             "dead_letter": [[list(d.order), d.as_json()] for d in sorted(dead, key=lambda d: (d.order, d.rejected.reason))],
         }
-        tmp = out / WORK_DIR / f".shard-{shard:06d}.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(summary, sort_keys=True))
-        os.replace(tmp, out / WORK_DIR / f"shard-{shard:06d}.json")
+        atomic.write_text(out / WORK_DIR / f"shard-{shard:06d}.json", json.dumps(summary, sort_keys=True))
         yield shard
 
 
@@ -345,13 +345,13 @@ def source_metadata_digest(tsv: list[str] | None, npz_dir: str | None, npy_dir: 
     """Fingerprint of the source files' names, sizes and modification times (no content read): O(files)."""
     if tsv:
         for path in tsv:
-            if not remote_io.exists(path) or os.path.isdir(path):
+            if not fs.exists(path) or os.path.isdir(path):
                 raise FileNotFoundError(f"region TSV {path} does not exist")
-        return fingerprint([remote_io.metadata_digest([str(p)], root=os.path.dirname(str(p))) for p in tsv])
+        return fingerprint([fs.metadata_digest([str(p)], root=os.path.dirname(str(p))) for p in tsv])
     directory, kind = (npz_dir, "npz") if npz_dir is not None else (npy_dir, "npy")
-    if not remote_io.exists(directory):
+    if not fs.exists(directory):
         raise FileNotFoundError(f"region directory {directory} does not exist")
-    return remote_io.metadata_digest([remote_io.join(str(directory), f"*.{kind}")], root=str(directory))
+    return fs.metadata_digest([fs.join(str(directory), f"*.{kind}")], root=str(directory))
 
 
 def plan_regions(
@@ -468,9 +468,7 @@ def _publish(out: Path, scan: SourceScan, num_shards: int, fp: str, params: dict
         raise RuntimeError(f"{scan.path}: records have mixed feature dimensions {dims}; pass feature_dim to keep one and dead-letter the rest")
     with_cls = sum(s["with_cls_prob"] for s in summaries)
 
-    tmp = out / f".{DEAD_LETTER_NAME}.tmp-{os.getpid()}"
-    tmp.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in dead_json))
-    os.replace(tmp, out / DEAD_LETTER_NAME)
+    atomic.write_text(out / DEAD_LETTER_NAME, "".join(json.dumps(d, sort_keys=True) + "\n" for d in dead_json))
     shutil.rmtree(out / WORK_DIR)
 
     manifest = {

@@ -12,8 +12,8 @@ import pytest
 from schemas.boxes import box_iou, xyxy_to_xywh
 from schemas.records import RegionRecord
 from schemas.shards import encode_region, shard_name, write_shard
-from trainer.rec_metrics import best_proposal_iou, hits, rec_accuracy, top1_iou
-from trainer.refer import ReferError, check_joined, read_proposals, read_refer
+from trainer.tasks.rec.metrics import best_proposal_iou, hits, rec_accuracy, top1_iou
+from trainer.tasks.rec.refer import ReferError, check_joined, read_proposals, read_refer
 
 # ---------------------------------------------------------------------------------------------
 # Metric
@@ -185,7 +185,7 @@ def test_finetune_learns_above_chance_and_reads_the_text(tmp_path, head):
 
 def test_swap_texts_pairs_other_objects_of_the_same_image():
     from trainer.finetune_rec import swap_texts
-    from trainer.refer import Expression
+    from trainer.tasks.rec.refer import Expression
 
     def ex(sent_id, image, box, text):
         e = Expression(sent_id, sent_id, image, "val", text, np.array(box, np.float32))
@@ -203,7 +203,7 @@ def test_swap_texts_pairs_other_objects_of_the_same_image():
 def test_grounding_head_carries_pretrained_weights(tmp_path):
     import torch
 
-    from trainer.checkpoint import save_checkpoint
+    from trainer.runtime.checkpoint import save_checkpoint
     from trainer.config import TrainConfig
     from trainer.finetune_rec import build_rec_model, collate
     from trainer.models import build_model

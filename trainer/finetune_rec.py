@@ -18,7 +18,7 @@ cross-entropy over the proposals against the proposal with the highest IoU with 
 proposal). The other pre-training heads are dropped. Training runs on ``train`` (or a seeded
 ``--train-fraction`` of its expressions) for a fixed number of steps (AdamW, linear warm-up then
 linear decay); the final model is evaluated on ``val``/``testA``/``testB`` with
-:mod:`trainer.rec_metrics` (no checkpoint selection on val).
+:mod:`trainer.tasks.rec.metrics` (no checkpoint selection on val).
 
 Writes ``OUT/results.json`` (accuracies per split at IoU ≥ 0.5 and > 0.5, oracle upper bound,
 the swapped-text control, accuracy by what the expression needs when the corpus records it) and
@@ -44,14 +44,16 @@ from torch import nn
 
 from schemas.boxes import box_iou
 from schemas.records import RegionRecord
-from trainer.checkpoint import latest_checkpoint, load_checkpoint
+from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint
 from trainer.config import TrainConfig, apply_overrides
 from trainer.models import build_model
 from trainer.models.heads import GroundingHead
-from trainer.rec_metrics import rec_accuracy
-from trainer.refer import PICKLE_RISK, SPLITS, Expression, join_refer
-from trainer.text import load_tokenizer
+from trainer.tasks.rec.metrics import rec_accuracy
+from ssga_io.security import PICKLE_RISK
+from trainer.tasks.rec.refer import SPLITS, Expression, join_refer
+from trainer.data.text import load_tokenizer
 from trainer.train import make_optimizer
+from ssga_io import atomic
 
 log = logging.getLogger("trainer.finetune_rec")
 EVAL_SPLITS = ("val", "testA", "testB")
@@ -76,7 +78,7 @@ class FinetuneConfig:
     head: str = "linear"  # "linear" (ViLBERT's) | "grounding" (the pre-trained f_align, expression as phrase)
     max_regions: int = 0  # 0: the pre-training config's max_regions
     allow_pickle: bool = False
-    image_id: str = "auto"  # REFER image → region sample key: auto | stem | int (trainer.refer)
+    image_id: str = "auto"  # REFER image → region sample key: auto | stem | int (trainer.tasks.rec.refer)
     id_map: str = ""  # or a mapping file (COCO instances JSON, or TSV stem<TAB>region image_id)
     device: str = "auto"
     cpu_threads: int = 0  # 0: all cores
@@ -366,17 +368,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "predictions.jsonl", "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
-    _write_atomic(out / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(out / "predictions.jsonl", "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+    atomic.write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
     log.info("%s", " | ".join(f"{s} acc {m['acc']:.3f} (>0.5: {m['acc_strict']:.3f}, oracle {m['oracle']:.3f}, "
                               f"swapped text {m.get('acc_swapped_text', float('nan')):.3f})" for s, m in metrics.items()))
     return results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def parse_args(argv: list[str] | None = None) -> FinetuneConfig:

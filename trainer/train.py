@@ -6,7 +6,7 @@
 Every field of :class:`trainer.config.TrainConfig` is a flag; ``--config file.yaml`` sets many.
 One visible loop (like nanoGPT): fetch ``grad_accum`` micro-batches → forward/backward each →
 clip → AdamW step → log → checkpoint. Writes ``<out>/losses.jsonl`` (one line per step, every
-term), TensorBoard scalars under ``<out>/tb``, and checkpoints (see trainer.checkpoint).
+term), TensorBoard scalars under ``<out>/tb``, and checkpoints (see trainer.runtime.checkpoint).
 
 On a GPU the loop never waits on the device between log lines: step statistics stay on the
 device and are read back every ``log_every`` steps (and before each checkpoint), each batch is
@@ -33,12 +33,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from schemas.shards import decode_region, iter_shard
-from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, parse_args
-from trainer.data import EndlessStreams, _seed_of, nonempty_region_shards, region_shards, stale_labels_problem
+from trainer.data.chain import EndlessStreams, _seed_of, nonempty_region_shards, region_shards, stale_labels_problem
 from trainer.losses import TERMS, loss_counts, loss_sums, total_loss, weights
 from trainer.models import build_model
-from trainer.text import load_tokenizer
+from trainer.data.text import load_tokenizer
+from ssga_io import atomic
 
 log = logging.getLogger("trainer")
 
@@ -112,7 +113,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 class BatchStream:
     """This rank's batches, epoch after epoch, from loader workers that live as long as the run.
 
-    Each logical worker streams its own shards forever (``trainer.data.EndlessStreams``), so there
+    Each logical worker streams its own shards forever (``trainer.data.chain.EndlessStreams``), so there
     is no stall at epoch boundaries and no rank ever runs out: no collective is needed per batch.
     The data position is each worker's (epoch, items taken) plus whose turn is next; a checkpoint
     stores it and a resumed stream continues every worker exactly there.
@@ -313,7 +314,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     out = Path(cfg.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(out / "config.json", cfg.to_dict())
+        atomic.write_json(out / "config.json", cfg.to_dict(), indent=2, sort_keys=True)
     problem = stale_labels_problem(cfg.regions, cfg.labels)
     if problem:
         raise ValueError(problem)
@@ -384,7 +385,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             writer.close()
     skips = total_skips(stream.skips)
     if rank == 0:
-        _write_json_atomic(out / "data_report.json", {"steps": step, "epoch": stream.epoch, "dropped_or_skipped": skips})
+        atomic.write_json(out / "data_report.json", {"steps": step, "epoch": stream.epoch, "dropped_or_skipped": skips}, indent=2, sort_keys=True)
         if skips:
             log.warning("skipped or dropped input (all ranks, this invocation): %s", skips)
     return losses.records
@@ -416,15 +417,7 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint (steps a crashed run logged but never saved): they get redone."""
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+        atomic.write_text(path, "".join(line + "\n" for line in keep))
 
 
 def main(argv: list[str] | None = None) -> None:
