@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -54,7 +53,7 @@ from pipelines.stages.quality import precision_recall
 from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_matches, check_max_reject, check_stage
 from pipelines.teachers import DEFAULT_TEACHER, REGISTRY, build_teacher
 from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_from_row, phrases_to_row, teacher_from_row, teacher_to_row
-from schemas.manifest import CURRENT_NAME, MANIFEST_NAME, fingerprint, read_manifest, reconciles, write_manifest
+from schemas.manifest import CURRENT_NAME, fingerprint, read_manifest, reconciles, write_manifest
 from schemas.shards import LABEL_PREFIX, shard_name
 
 log = logging.getLogger("pipelines.label_pipeline")

@@ -159,7 +159,7 @@ def tiny_model_config(path: Path) -> Path:
 
 @pytest.mark.parametrize("head", ["linear", "grounding"])
 def test_finetune_learns_above_chance_and_reads_the_text(tmp_path, head):
-    from trainer.finetune_rec import FinetuneConfig, run_finetune
+    from trainer.tasks.rec.run import FinetuneConfig, run_finetune
 
     refer, regions = write_toy_refer(tmp_path, num_images=60, refs_per_image=2)
     cfg = FinetuneConfig(refer=str(refer), regions=str(regions), init="none", out=str(tmp_path / "ft"),
@@ -184,7 +184,7 @@ def test_finetune_learns_above_chance_and_reads_the_text(tmp_path, head):
 
 
 def test_swap_texts_pairs_other_objects_of_the_same_image():
-    from trainer.finetune_rec import swap_texts
+    from trainer.tasks.rec.data import swap_texts
     from trainer.tasks.rec.refer import Expression
 
     def ex(sent_id, image, box, text):
@@ -205,7 +205,8 @@ def test_grounding_head_carries_pretrained_weights(tmp_path):
 
     from trainer.runtime.checkpoint import save_checkpoint
     from trainer.config import TrainConfig
-    from trainer.finetune_rec import build_rec_model, collate
+    from trainer.tasks.rec.data import collate
+    from trainer.tasks.rec.model import build_rec_model
     from trainer.models import build_model
 
     cfg = TrainConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, location="5d", dropout=0.0)
@@ -227,7 +228,7 @@ def test_grounding_head_carries_pretrained_weights(tmp_path):
 
 
 def test_train_subset_is_seeded_and_sized():
-    from trainer.finetune_rec import train_subset
+    from trainer.tasks.rec.data import train_subset
 
     a, b, c = train_subset(80, 0.125, 0), train_subset(80, 0.125, 0), train_subset(80, 0.125, 1)
     assert len(a) == 10 and a.tolist() == b.tolist() and a.tolist() != c.tolist()

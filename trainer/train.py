@@ -40,6 +40,8 @@ from trainer.losses import TERMS, loss_counts, loss_sums, total_loss, weights
 from trainer.models import build_model
 from trainer.data.text import load_tokenizer
 from ssga_io import atomic
+from trainer.runtime.device import to_device
+from trainer.runtime.optim import lr_at, make_optimizer, set_lr
 
 log = logging.getLogger("trainer")
 
@@ -86,24 +88,6 @@ def probe_shapes(regions_dir: str) -> tuple[int, int]:
             rec = decode_region(members, f"{shard}:{key}")
             return int(rec.features.shape[1]), int(rec.cls_prob.shape[1]) if rec.cls_prob is not None else 1
     raise ValueError(f"{regions_dir}: all {len(shards)} region shards are empty; re-run the regions stage on a non-empty source")
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights get no weight decay (the BERT recipe)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # Fused on CUDA: one kernel for every parameter instead of several per tensor.
-    fused = all(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6, fused=fused or None)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then linear decay to 0 at ``steps``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,11 +169,6 @@ class BatchStream:
 STATS = (*TERMS, "loss", "grad_norm", "examples")  # the row train_step returns, in this order
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """One copy per tensor; asynchronous when the loader pinned the batch."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def train_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[dict], cfg: TrainConfig,
     step: int, device: torch.device, lambdas: torch.Tensor | None = None,
@@ -209,8 +188,7 @@ def train_step(
     if world > 1:
         dist.all_reduce(counts)
     lambdas = weights(cfg).to(device) if lambdas is None else lambdas
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
+    set_lr(optimizer, lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps))
     torch.manual_seed(_seed_of(cfg.seed, "step", step, rank))  # dropout: a function of the step
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else contextlib.nullcontext()
 
@@ -370,7 +348,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         while step < end:
             micro = [stream.next() for _ in range(cfg.grad_accum)]
             row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas)
-            losses.add(step + 1, row, {"epoch": stream.epoch, "lr": lr_at(step, cfg), "skips": dict(stream.skips)})
+            losses.add(step + 1, row, {"epoch": stream.epoch, "lr": lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps), "skips": dict(stream.skips)})
             step += 1
             ckpt_due = step % cfg.ckpt_every == 0 or step == end
             if step % cfg.log_every == 0 or ckpt_due:
