@@ -242,7 +242,7 @@ def test_train_subset_is_seeded_and_sized():
 
 
 def test_subset_captions_keeps_whole_images_in_file_order(tmp_path):
-    from trainer.experiment import subset_captions
+    from trainer.experiment.corpus import subset_captions
 
     caps = tmp_path / "captions.tsv"
     caps.write_text("".join(f"caption {k} of {i}\timages/{i:06d}.png\n" for i in range(16) for k in range(2)))
@@ -253,7 +253,8 @@ def test_subset_captions_keeps_whole_images_in_file_order(tmp_path):
 
 
 def test_gains_and_verdict_by_hand():
-    from trainer.experiment import ExperimentConfig, gains, growth, verdict
+    from trainer.experiment.config import ExperimentConfig
+    from trainer.experiment.stats import gains, growth, verdict
 
     cfg = ExperimentConfig(variants=["none", "phrase"], pretrain_fractions=[1.0, 0.125], finetune_fractions=[1.0, 0.125], seeds=[0, 1])
     # Gain of phrase over none per (pf, ff) cell and seed: flat-ish along pre-training, growing along
@@ -283,7 +284,7 @@ def test_gains_and_verdict_by_hand():
 def test_runs_are_reused_only_with_the_same_settings(tmp_path):
     import shutil
 
-    from trainer.experiment import needs_run
+    from trainer.experiment.jobs import needs_run
 
     work = tmp_path / "work"
     pre, ft = work / "pretrain" / "a", work / "finetune" / "a"
@@ -313,7 +314,7 @@ def test_runs_are_reused_only_with_the_same_settings(tmp_path):
 
 @pytest.mark.slow
 def test_experiment_micro_grid(tmp_path):
-    from trainer.experiment import main
+    from trainer.experiment.cli import main
 
     work = tmp_path / "exp"
     main(["--work", str(work), "--variants", "phrase", "--pretrain-fractions", "1", "--finetune-fractions", "1,0.5", "--seeds", "0",
