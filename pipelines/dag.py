@@ -337,11 +337,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, DagConfig, argparse.
     if unknown:
         ap.error(f"unknown option {unknown[0]} (Beam options use underscores, e.g. --direct_num_workers=2)")
     targs = {}
-    for kv in args.teacher_arg:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--teacher-arg expects K=V, got {kv!r}")
-        targs[k] = v
+    targs.update(cli.parse_teacher_args(ap, args.teacher_arg))
     cfg = DagConfig(data=args.data, corpus=args.corpus, captions=args.captions, regions_npz=args.regions_npz, regions_tsv=args.regions_tsv,
                     objects_vocab=args.objects_vocab, flickr30k=args.flickr30k, images=args.images, num_shards=args.num_shards, teacher=args.teacher, teacher_args=targs,
                     iou_threshold=args.iou_threshold, steps=args.steps, train_args=args.train_arg, nproc=args.nproc,

@@ -442,11 +442,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
         ap.error(f"--out is the data root (stages go to OUT/phrases/<fp>, OUT/teacher/<fp>, OUT/labels/<fp>); "
                  f"--out {args.out} would write {args.out}/{out_name}/<fp>: pass --out {parent}")
     targs: dict[str, Any] = {}
-    for kv in args.teacher_arg:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--teacher-arg expects K=V, got {kv!r}")
-        targs[k] = v
+    targs.update(cli.parse_teacher_args(ap, args.teacher_arg))
     if args.objects_vocab and args.teacher == "tag_similarity":  # only that teacher reads class names
         targs.setdefault("objects_vocab", args.objects_vocab)
     cfg = LabelConfig(
