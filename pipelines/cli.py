@@ -15,7 +15,9 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Callable, Iterator, NoReturn
 
@@ -136,6 +138,8 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     _state.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         main(argv)
     except UserError as e:
@@ -150,6 +154,15 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         if debug:
             raise
         _fail("interrupted; " + (_state[0] if _state else "nothing was written"), EXIT_INTERRUPTED)
+
+
+def _interrupt(signum: int, frame) -> None:
+    """Ctrl-C: silence the libraries first (Beam's runner threads log their shutdown errors with
+    tracebacks while the interrupt unwinds), then interrupt as Python does."""
+    if not _verbose:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    signal.default_int_handler(signum, frame)
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -297,8 +297,23 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
             "oracle/simulated with --flickr30k ground truth"
         )
     # Which key joins captions to region samples, checked on the data (an error names both sides).
-    cfg.image_id = resolve_image_id(cfg.captions, region_shards(cfg.regions), cfg.image_id, load_id_map(cfg.id_map))
+    with cli.as_user_errors(ValueError, FileNotFoundError):
+        cfg.image_id = resolved_image_id(cfg)
     return teacher, params, stage_fingerprints(cfg, teacher_fp, cfg.teacher, params)
+
+
+def resolved_image_id(cfg: LabelConfig) -> str:
+    """The caption → region key (:func:`pipelines.captions.resolve_image_id`), remembered under
+    ``OUT/.cache`` per (captions, regions, key settings): checking the join reads region shards, which
+    a run whose stages are all complete must not do (skipping costs O(files))."""
+    digest = lambda path: remote_io.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
+    key = fingerprint("image-id", digest(cfg.captions), _regions_fingerprint(cfg.regions), cfg.image_id, digest(cfg.id_map))
+    memo = remote_io.join(cfg.out, ".cache", f"image-id-{key}")
+    if remote_io.exists(memo):
+        return remote_io.read_text(memo).strip()
+    resolved = resolve_image_id(cfg.captions, region_shards(cfg.regions), cfg.image_id, load_id_map(cfg.id_map))
+    remote_io.write_bytes(memo, resolved.encode("utf-8"))
+    return resolved
 
 
 def check_outputs(cfg: LabelConfig, manifests: dict[str, Any], dirs: dict[str, str]) -> None:
@@ -477,10 +492,7 @@ def _cli_main(argv: list[str]) -> None:
     cfg, beam_args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        manifests = run_labels(cfg, beam_args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    manifests = run_labels(cfg, beam_args)
     print(summary(manifests))
 
 

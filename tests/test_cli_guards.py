@@ -70,16 +70,27 @@ def test_readme_label_command_uses_the_data_root_and_no_fixed_worker_count():
 # --- item 8: stages that complete with nothing useful fail with their reasons -----------------
 
 
-def test_captions_matching_no_region_fail_the_teacher_stage(corpus, tmp_path, capsys):
+def test_captions_matching_no_region_are_refused_before_any_work(corpus, tmp_path, capsys):
+    """The image-id join is checked on the data when the run is planned: one line naming the keys tried
+    and ids from both sides, exit 2, and no stage directory written."""
     caps = tmp_path / "captions.tsv"
     caps.write_text("".join(f"a red circle next to a blue square\timages/elsewhere{i}.png\n" for i in range(5)))
     code, _, err = _exit(label_pipeline.main, _labels_argv(corpus, tmp_path / "out", **{"--captions": str(caps)}), capsys)
+    line = _one_line_error(err)
+    assert code == 2 and "joins a region sample" in line and "elsewhere0" in line and "000000" in line, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stage_that_rejects_everything_keeps_its_output_but_never_becomes_current(corpus, tmp_path, capsys):
+    # Captions whose images join the regions, but every region lacks the detector classes tag_similarity reads.
+    caps = tmp_path / "captions.tsv"
+    caps.write_text(f"a red circle next to a blue square\timages/{corpus['no_cls']}.png\n" * 3)
+    code, _, err = _exit(label_pipeline.main, _labels_argv(corpus, tmp_path / "out", **{"--captions": str(caps)}), capsys)
     assert code == 1 and "Traceback" not in err, err
-    assert "failed: stage teacher: it output nothing: all 5 records were rejected" in err
-    assert "5x image '…' is not in the region source" in err
-    teacher_dir = next((tmp_path / "out" / "teacher").iterdir())
+    assert "failed: stage teacher: it output nothing: all 3 records were rejected" in err
+    teacher_dir = next(d for d in (tmp_path / "out" / "teacher").iterdir() if d.is_dir())
     assert f"dead letters: {teacher_dir / DEAD_LETTER_NAME}" in err
-    assert read_manifest(teacher_dir)["counts"] == {"in": 5, "out": 0, "rejected": 5}  # the output is kept ...
+    assert read_manifest(teacher_dir)["counts"] == {"in": 3, "out": 0, "rejected": 3}  # the output is kept ...
     assert not (tmp_path / "out" / "teacher" / "CURRENT").exists()  # ... but never becomes current
 
 

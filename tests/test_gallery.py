@@ -56,6 +56,7 @@ def _fake_trainer(cmd, **_):
     rng = np.random.default_rng(0)
     rows = [{"step": i, "loss": 20 - i / 10 + rng.normal(), "word": 9.0, "img": 1.5, "align": 0.69, "gnd": 0.7 - i / 500} for i in range(1, 41)]
     (out / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return subprocess.CompletedProcess(cmd, 0)
 
 
 @pytest.fixture(scope="module")

@@ -141,3 +141,23 @@ def test_captions_join_error_and_id_map(tmp_path):
     assert image_key("COCO_val2014_000000000042", "int") == "42" and image_key("nodigits", "int") is None
     with pytest.raises(ValueError, match=r"map.tsv:2: expected two tab-separated columns"):
         parse_id_map("a\t1\nb 2\n", "map.tsv")
+
+
+def test_label_planning_remembers_the_resolved_key_so_a_rerun_reads_no_shards(tmp_path, monkeypatch):
+    """Checking the join reads region shards; a second plan of the same inputs must not (no-op runs cost O(files))."""
+    import pipelines.label_pipeline as lp
+
+    caps = _captions(tmp_path)
+    regions = _regions(tmp_path / "regions", [str(c) for c in COCO_IDS])
+    cfg = lp.LabelConfig(captions=str(caps), regions=str(regions), out=str(tmp_path / "out"), teacher="oracle")
+    assert lp.resolved_image_id(cfg) == "int"
+
+    def must_not_run(*_a, **_k):
+        raise AssertionError("the join was checked again on unchanged inputs")
+
+    monkeypatch.setattr(lp, "resolve_image_id", must_not_run)
+    assert lp.resolved_image_id(cfg) == "int"
+    cfg.id_map = str(tmp_path / "map.tsv")  # other key settings: checked anew
+    (tmp_path / "map.tsv").write_text("".join(f"COCO_train2014_{c:012d}\t{c}\n" for c in COCO_IDS))
+    with pytest.raises(AssertionError, match="checked again"):
+        lp.resolved_image_id(cfg)

@@ -42,7 +42,7 @@ def test_readme_own_data_commands_work_from_a_clean_directory(tmp_path):
         _run(argv, tmp_path)
     regions = json.loads((tmp_path / "data/regions/_MANIFEST.json").read_text())
     assert regions["counts"] == {"in": 16, "out": 16, "rejected": 0} and regions["has_cls_prob"] is True
-    labels_dir = tmp_path / "data/labels/labels" / (tmp_path / "data/labels/labels/CURRENT").read_text().strip()
+    labels_dir = tmp_path / "data/labels" / (tmp_path / "data/labels/CURRENT").read_text().strip()
     labels = json.loads((labels_dir / "_MANIFEST.json").read_text())
     stats = labels["stats"]
     assert labels["counts"]["out"] == 32 and stats["positive_pairs"] > 0  # LXMERT's classes gave tag_similarity something
@@ -56,7 +56,7 @@ def test_label_cli_user_mistake_is_one_line_and_nonzero(tmp_path):
     _run([sys.executable, "-m", "pipelines.regions", "--tsv", "my/regions.tsv", "--out", "data/regions", "--num-shards", "1"], tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "pipelines.label_pipeline", "--captions", "my/captions.tsv", "--regions", "data/regions",
-                        "--out", "data/labels", "--objects-vocab", "my/objects_vocab.txt"], cwd=tmp_path, env=env, capture_output=True,
+                        "--out", "data", "--objects-vocab", "my/objects_vocab.txt"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "no detector classes" in r.stderr and "--lxmert" in r.stderr and "grounding_dino" in r.stderr

@@ -97,6 +97,8 @@ def resolve_image_id(captions: str, shards: list[tuple[int, str]], mode: str, id
             cols = line.rstrip("\r\n").split("\t")
             if len(cols) == 2 and image_id_from_url(cols[1].strip()):
                 stems.append(image_id_from_url(cols[1].strip()))
+    if not stems:  # nothing to join: the phrases stage reports the empty input
+        return "stem" if mode == "auto" and id_map is None else ("map" if id_map is not None else mode)
     n = len(shards)
     keys = {m: {k for s in stems if (k := image_key(s, "stem" if m == "map" else m, id_map)) is not None} for m in modes}
     by_shard = {m: defaultdict(set) for m in modes}
