@@ -303,16 +303,16 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
 
 
 def resolved_image_id(cfg: LabelConfig) -> str:
-    """The caption → region key (:func:`pipelines.captions.resolve_image_id`), remembered under
+    """The caption → region key (:func:`pipelines.formats.captions.resolve_image_id`), remembered under
     ``OUT/.cache`` per (captions, regions, key settings): checking the join reads region shards, which
     a run whose stages are all complete must not do (skipping costs O(files))."""
-    digest = lambda path: remote_io.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
+    digest = lambda path: fs.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
     key = fingerprint("image-id", digest(cfg.captions), _regions_fingerprint(cfg.regions), cfg.image_id, digest(cfg.id_map))
-    memo = remote_io.join(cfg.out, ".cache", f"image-id-{key}")
-    if remote_io.exists(memo):
-        return remote_io.read_text(memo).strip()
+    memo = fs.join(cfg.out, ".cache", f"image-id-{key}")
+    if fs.exists(memo):
+        return fs.read_text(memo).strip()
     resolved = resolve_image_id(cfg.captions, region_shards(cfg.regions), cfg.image_id, load_id_map(cfg.id_map))
-    remote_io.write_bytes(memo, resolved.encode("utf-8"))
+    fs.write_bytes(memo, resolved.encode("utf-8"))
     return resolved
 
 
