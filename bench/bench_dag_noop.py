@@ -28,7 +28,7 @@ VOCAB = ["circle", "square", "triangle", "star"]
 
 def make_corpus(sample: Path, n: int) -> None:
     """``sample/regions_npz/<id>.npz`` + ``captions.tsv`` + ``objects_vocab.txt`` (the DAG's default layout)."""
-    from pipelines.writers import write_region_npz
+    from pipelines.formats.writers import write_region_npz
     from schemas.records import RegionRecord
 
     rng = np.random.default_rng(0)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.captions import read_captions
-from pipelines.label_io import read_region_shard, region_shards
+from pipelines.formats.captions import read_captions
+from pipelines.stages.stage_io import read_region_shard, region_shards
 from pipelines.label_pipeline import LabelConfig, run_labels
-from pipelines.labels import image_labels
-from pipelines.phrases import PhraseExtractor
+from pipelines.stages.labels import image_labels
+from pipelines.stages.phrases import PhraseExtractor
 from pipelines.regions import run_regions
 from pipelines.synthetic import generate
 from pipelines.teachers import TeacherInput, build_teacher

@@ -79,7 +79,7 @@ def make_inputs(root: Path, num_images: int, size: tuple[int, int] | None) -> li
     """Synthetic corpus captions/phrases; images re-encoded as JPEG at ``size`` (decoding cost like a web corpus)."""
     from PIL import Image
 
-    from pipelines.flickr30k import Flickr30kGroundTruth
+    from pipelines.formats.flickr30k import Flickr30kGroundTruth
     from pipelines.synthetic import generate
     from pipelines.teachers import TeacherInput
     from schemas.records import Phrase

@@ -30,10 +30,10 @@ import torch
 
 from schemas.shards import decode_labels, decode_region, iter_shard, list_shards
 from trainer.config import TrainConfig
-from trainer.data import add_targets, label_shard_for, make_loader
-from trainer.masking import IGNORE
+from trainer.data.chain import add_targets, label_shard_for, make_loader
+from trainer.data.masking import IGNORE
 from trainer.models import build_model
-from trainer.text import load_tokenizer
+from trainer.data.text import load_tokenizer
 from trainer.toydata import NUM_CLASSES, write_corpus
 from trainer.train import STATS, BatchStream, configure_cpu_threads, make_optimizer, train_step
 

@@ -14,10 +14,11 @@ WORKDIR /opt/ssga
 RUN pip install --no-cache-dir "torch==2.14.1" "torchvision==0.29.1" --index-url "${TORCH_INDEX}" \
     && python -c "import torch; assert torch.version.cuda, 'a CPU build of torch in the GPU image'; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 COPY pyproject.toml README.md ./
+COPY ssga_io ./ssga_io
 COPY schemas ./schemas
 COPY pipelines ./pipelines
 COPY trainer ./trainer
 # torch is already there (==2.14.1 is satisfied by the +cuXXX build), so pip keeps the CUDA one.
 RUN pip install --no-cache-dir . \
-    && python -c "import apache_beam, spacy, torch, transformers, pipelines, schemas; from pipelines.phrases import default_spacy_model as m; spacy.load(m()); assert torch.version.cuda; print('ssga GPU worker ok, spaCy', m(), 'torch', torch.__version__)"
+    && python -c "import apache_beam, spacy, torch, transformers, pipelines, schemas; from pipelines.stages.phrases import default_spacy_model as m; spacy.load(m()); assert torch.version.cuda; print('ssga GPU worker ok, spaCy', m(), 'torch', torch.__version__)"
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -14,6 +14,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/ssga
 RUN pip install "torch==2.14.1" "torchvision==0.29.1"
 COPY pyproject.toml README.md ./
+COPY ssga_io ./ssga_io
 COPY schemas ./schemas
 COPY pipelines ./pipelines
 COPY trainer ./trainer

@@ -1,0 +1,1 @@
+"""ssga label pipelines (Apache Beam): entry points at the top (``regions``, ``label_pipeline``, ``dag``), one module per stage in ``stages/``, user formats in ``formats/``, teachers in ``teachers/``, the corpus generator in ``synthetic/``, the gallery in ``gallery/`` (see README.md, Layout)."""

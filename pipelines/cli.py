@@ -54,6 +54,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+def parse_teacher_args(ap: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
+    """``--teacher-arg K=V`` flags as a dict; a flag without ``=`` is a usage error (``ap.error``)."""
+    out: dict[str, str] = {}
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            ap.error(f"--teacher-arg expects K=V, got {kv!r}")
+        out[k] = v
+    return out
+
+
 def add_common_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--debug", action="store_true", help="show the Python traceback of user errors")
     ap.add_argument("--verbose", action="store_true", help="show Beam's, gRPC's and transformers' own log lines (and worker output)")

@@ -44,11 +44,12 @@ from typing import Any
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 from pipelines import label_pipeline
 from pipelines.label_pipeline import LabelConfig, run_labels
-from pipelines.phrases import PhraseConfig
+from pipelines.stages.phrases import PhraseConfig
 from pipelines.regions import check_regions, plan_regions, run_regions
 from pipelines.stage_guard import DEFAULT_MAX_REJECT
 from pipelines.teachers import DEFAULT_TEACHER, REGISTRY
 from schemas.manifest import CURRENT_NAME as CURRENT, fingerprint, read_manifest, write_manifest
+from ssga_io import atomic
 
 log = logging.getLogger("pipelines.dag")
 DAG_FILE = "dag.json"
@@ -81,19 +82,12 @@ class DagConfig:
         return Path(self.corpus) if self.corpus else Path(self.data) / "sample"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _record(data: Path, updates: dict[str, Any]) -> dict[str, Any]:
     """Merge ``updates`` into ``DATA/dag.json`` (atomically) and return the whole record."""
     path = data / DAG_FILE
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(updates)
-    _write_text_atomic(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
     return current
 
 
@@ -136,7 +130,7 @@ def regions_stage(cfg: DagConfig) -> dict[str, Any]:
     else:
         log.info("stage regions: skipped (complete manifest %s)", fp)
     check_regions(manifest, out, cfg.max_reject)  # before the pointer: a failed stage is never CURRENT
-    _write_text_atomic(Path(cfg.data) / "regions" / CURRENT, fp + "\n")
+    atomic.write_text(Path(cfg.data) / "regions" / CURRENT, fp + "\n")
     return {**manifest, "dir": str(out), "ran": ran}
 
 
@@ -218,13 +212,13 @@ def pretrain_stage(cfg: DagConfig, report: dict[str, dict[str, Any]]) -> dict[st
         if rc != 0:
             raise cli.StageFailed(f"stage pretrain: the trainer exited with code {rc} (its output is above); {run_dir} keeps "
                                   "its checkpoints, so the same command resumes")
-        manifest = json.loads(write_manifest(run_dir, {
+        manifest = write_manifest(run_dir, {
             "stage": "pretrain", "fingerprint": fp, "upstream": {"regions": report["regions"]["fingerprint"], "labels": report["labels"]["fingerprint"]},
             "train_args": train_args, "world_size": cfg.nproc, "wall_s": round(time.perf_counter() - t0, 1), "losses": loss_summary(run_dir / "losses.jsonl"),
-        }).read_text())
+        })
     else:
         log.info("stage pretrain: skipped (complete manifest %s)", fp)
-    _write_text_atomic(Path(cfg.data) / "pretrain" / CURRENT, fp + "\n")
+    atomic.write_text(Path(cfg.data) / "pretrain" / CURRENT, fp + "\n")
     _record(Path(cfg.data), {"pretrain": {"dir": str(run_dir), "fingerprint": fp}})
     return {**manifest, "dir": str(run_dir), "ran": ran}
 
@@ -279,7 +273,7 @@ def summary(report: dict[str, dict[str, Any]]) -> str:
 
 def run_demo(cfg: DagConfig, num_images: int, seed: int) -> dict[str, Any]:
     """Sample corpus → label DAG → a few minutes of CPU pre-training → gallery; prints a summary."""
-    from pipelines.gallery import build_gallery
+    from pipelines.gallery.page import build_gallery
     from pipelines.synthetic import generate
 
     t0 = time.perf_counter()
@@ -343,11 +337,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, DagConfig, argparse.
     if unknown:
         ap.error(f"unknown option {unknown[0]} (Beam options use underscores, e.g. --direct_num_workers=2)")
     targs = {}
-    for kv in args.teacher_arg:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--teacher-arg expects K=V, got {kv!r}")
-        targs[k] = v
+    targs.update(cli.parse_teacher_args(ap, args.teacher_arg))
     cfg = DagConfig(data=args.data, corpus=args.corpus, captions=args.captions, regions_npz=args.regions_npz, regions_tsv=args.regions_tsv,
                     objects_vocab=args.objects_vocab, flickr30k=args.flickr30k, images=args.images, num_shards=args.num_shards, teacher=args.teacher, teacher_args=targs,
                     iou_threshold=args.iou_threshold, steps=args.steps, train_args=args.train_arg, nproc=args.nproc,

@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,9 +31,9 @@ from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log l
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import remote_io
-from pipelines.captions import load_id_map, resolve_image_id
-from pipelines.label_io import (
+from ssga_io import fs
+from pipelines.formats.captions import load_id_map, resolve_image_id
+from pipelines.stages.stage_io import (
     COUNTS_NAME,
     STATS_NAME,
     ReadCaptions,
@@ -47,14 +46,14 @@ from pipelines.label_io import (
     region_shards,
     write_json,
 )
-from pipelines.labels import STATS, BuildLabels, WriteLabelShards, publish_shard
-from pipelines.match import DEFAULT_IOU_THRESHOLD, check_threshold
-from pipelines.phrases import DEAD, ExtractPhrases, PhraseConfig
-from pipelines.quality import precision_recall
+from pipelines.stages.labels import STATS, BuildLabels, WriteLabelShards, publish_shard
+from pipelines.stages.match import DEFAULT_IOU_THRESHOLD, check_threshold
+from pipelines.stages.phrases import DEAD, ExtractPhrases, PhraseConfig
+from pipelines.stages.quality import precision_recall
 from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_matches, check_max_reject, check_stage
 from pipelines.teachers import DEFAULT_TEACHER, REGISTRY, build_teacher
 from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_from_row, phrases_to_row, teacher_from_row, teacher_to_row
-from schemas.manifest import CURRENT_NAME, MANIFEST_NAME, fingerprint, reconciles, write_manifest
+from schemas.manifest import CURRENT_NAME, fingerprint, read_manifest, reconciles, write_manifest
 from schemas.shards import LABEL_PREFIX, shard_name
 
 log = logging.getLogger("pipelines.label_pipeline")
@@ -80,26 +79,11 @@ class LabelConfig:
     content_hash: bool = False  # fingerprint inputs by their bytes, not their files' names, sizes and mtimes
 
 
-def read_manifest(directory: str) -> dict[str, Any] | None:
-    path = remote_io.join(directory, MANIFEST_NAME)
-    return json.loads(remote_io.read_text(path)) if remote_io.exists(path) else None
-
-
-def publish_manifest(directory: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """``schemas.manifest.write_manifest`` (adds schema and software versions), local or remote."""
-    if not remote_io.is_remote(directory):
-        return json.loads(write_manifest(directory, manifest).read_text())
-    with tempfile.TemporaryDirectory(prefix="ssga-") as d:
-        body = write_manifest(d, manifest).read_bytes()
-    remote_io.write_bytes(remote_io.join(directory, MANIFEST_NAME), body)
-    return json.loads(body)
-
-
 def _regions_fingerprint(regions: str) -> str:
     m = read_manifest(regions)
     if m and m.get("fingerprint"):
         return str(m["fingerprint"])
-    return fingerprint([remote_io.content_digest(p) for _, p in region_shards(regions)])
+    return fingerprint([fs.content_digest(p) for _, p in region_shards(regions)])
 
 
 PIXEL_TEACHERS = frozenset({"grounding_dino", "owlv2"})  # the teachers that open the images
@@ -109,20 +93,20 @@ def images_digest(cfg: LabelConfig) -> str:
     """Fingerprint of the images a pixel teacher reads: ``--images`` (the directory), or else the
     files the caption urls name (relative to the captions file). Metadata by default, bytes with ``content_hash``."""
     if cfg.images:
-        return remote_io.source_digest(cfg.images, cfg.content_hash)
-    from pipelines.captions import read_captions  # noqa: PLC0415 - only pixel teachers need it
+        return fs.source_digest(cfg.images, cfg.content_hash)
+    from pipelines.formats.captions import read_captions  # noqa: PLC0415 - only pixel teachers need it
 
-    root = remote_io.dirname(cfg.captions)
+    root = fs.dirname(cfg.captions)
     urls = sorted({c.url for tag, c in read_captions(cfg.captions) if tag == "caption"})
-    local = [u if os.path.isabs(u) or "://" in u else remote_io.join(root, u) for u in urls]
+    local = [u if os.path.isabs(u) or "://" in u else fs.join(root, u) for u in urls]
     files = [p for p in local if not p.startswith(("http://", "https://"))]
     web = [p for p in local if p.startswith(("http://", "https://"))]  # not ours to stat: their urls stand for them
     if cfg.content_hash:
-        return fingerprint(web, [(p, remote_io.content_digest(p)) for p in files if remote_io.exists(p)])
-    parents = sorted({remote_io.dirname(p) if remote_io.is_remote(p) else os.path.dirname(p) for p in files})
+        return fingerprint(web, [(p, fs.content_digest(p)) for p in files if fs.exists(p)])
+    parents = sorted({fs.dirname(p) if fs.is_remote(p) else os.path.dirname(p) for p in files})
     wanted = set(files)
-    meta = [m for m in remote_io.file_metadata([remote_io.join(d, "*") for d in parents]) if m[0] in wanted]
-    return fingerprint(web, [(os.path.relpath(p, root) if not remote_io.is_remote(p) else p, size, mtime) for p, size, mtime in meta])
+    meta = [m for m in fs.file_metadata([fs.join(d, "*") for d in parents]) if m[0] in wanted]
+    return fingerprint(web, [(os.path.relpath(p, root) if not fs.is_remote(p) else p, size, mtime) for p, size, mtime in meta])
 
 
 def stage_fingerprints(cfg: LabelConfig, teacher_fp: str, teacher_name: str = "", teacher_params: dict[str, Any] | None = None) -> dict[str, str]:
@@ -134,7 +118,7 @@ def stage_fingerprints(cfg: LabelConfig, teacher_fp: str, teacher_name: str = ""
     Files enter by metadata (name, size, mtime; cheap on ``gs://`` too) or, with ``cfg.content_hash``, by content.
     """
     name, params = teacher_name or cfg.teacher, teacher_params or {}
-    digest = lambda path: remote_io.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
+    digest = lambda path: fs.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
     mode = "content" if cfg.content_hash else "metadata"
     # The image key renames every caption's image; "stem" (the historical key) adds nothing.
     key = [] if cfg.image_id in ("stem", "auto") and not cfg.id_map else [cfg.image_id, digest(cfg.id_map)]
@@ -149,15 +133,15 @@ def stage_fingerprints(cfg: LabelConfig, teacher_fp: str, teacher_name: str = ""
 
 def stage_dirs(out: str, fps: dict[str, str]) -> dict[str, str]:
     """``OUT/<stage>/<fingerprint>`` of each stage."""
-    return {s: remote_io.join(out, s, fps[s]) for s in fps}
+    return {s: fs.join(out, s, fps[s]) for s in fps}
 
 
 def current_dir(out: str, stage: str) -> str:
     """The output directory of ``stage`` that the last successful run of ``OUT`` published."""
-    pointer = remote_io.join(out, stage, CURRENT_NAME)
-    if not remote_io.exists(pointer):
+    pointer = fs.join(out, stage, CURRENT_NAME)
+    if not fs.exists(pointer):
         raise FileNotFoundError(f"{pointer}: no completed {stage} stage under {out}")
-    return remote_io.join(out, stage, remote_io.read_text(pointer).strip())
+    return fs.join(out, stage, fs.read_text(pointer).strip())
 
 
 def _with_urls(p: beam.Pipeline, records, captions):
@@ -213,10 +197,10 @@ def build_pipeline(
     # teacher
     regions = p | "ReadRegions" >> ReadRegions(cfg.regions)
     if run["teacher"]:
-        from pipelines.teacher_stage import RunTeacher, TeacherModelHandler  # noqa: PLC0415 - imports torch: only when the stage runs
+        from pipelines.stages.teacher import RunTeacher, TeacherModelHandler  # noqa: PLC0415 - imports torch: only when the stage runs
 
         handler = TeacherModelHandler(cfg.teacher, teacher_params, min_batch_size=1, max_batch_size=cfg.teacher_batch_size)
-        images_root = remote_io.dirname(cfg.captions)
+        images_root = fs.dirname(cfg.captions)
         tea = phrases | "Teacher" >> RunTeacher(handler, teacher_fp, regions, images_root, cfg.images)
         _ = (
             tea["records"]
@@ -243,7 +227,7 @@ def build_pipeline(
     _ = (
         labels[STATS]
         | "SumStats" >> beam.CombineGlobally(SumStats())
-        | "WriteStats" >> beam.Map(lambda s: write_json(remote_io.join(out["labels"], STATS_NAME), s))
+        | "WriteStats" >> beam.Map(lambda s: write_json(fs.join(out["labels"], STATS_NAME), s))
     )
     _ = (p | "NoDead" >> beam.Create([])) | "LabelDeadLetters" >> WriteDeadLetters(out["labels"])
     _ = {"regions_in": regions, "samples_out": labels.samples, "in": keyed, "rejected": p | "NoReject" >> beam.Create([])} | "LabelCounts" >> WriteCounts(out["labels"])
@@ -262,17 +246,17 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 def _fill_missing_label_shards(cfg: LabelConfig, labels_dir: str) -> None:
     """A region shard with no samples still gets its (empty) label shard, so pairing holds for every k."""
     for index, _ in region_shards(cfg.regions):
-        path = remote_io.join(labels_dir, shard_name(LABEL_PREFIX, index))
-        if not remote_io.exists(path):
+        path = fs.join(labels_dir, shard_name(LABEL_PREFIX, index))
+        if not fs.exists(path):
             publish_shard(path, {})
 
 
 def _stage_manifest(d: str, stage: str, fp: str, extra: dict[str, Any], out: int | None = None) -> dict[str, Any]:
-    counts = json.loads(remote_io.read_text(remote_io.join(d, COUNTS_NAME)))
+    counts = json.loads(fs.read_text(fs.join(d, COUNTS_NAME)))
     c = {"in": counts["in"], "out": counts["out"] if out is None else out, "rejected": counts["rejected"]}
     if not reconciles(c):
         raise RuntimeError(f"{d}: counts do not reconcile (in={c['in']} != out={c['out']} + rejected={c['rejected']})")
-    return publish_manifest(d, {"stage": stage, "fingerprint": fp, "counts": c, **extra})
+    return write_manifest(d, {"stage": stage, "fingerprint": fp, "counts": c, **extra})
 
 
 def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
@@ -284,7 +268,7 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
     with cli.as_user_errors(ValueError):
         check_threshold(cfg.iou_threshold)
         check_max_reject(cfg.max_reject)
-    if not remote_io.exists(cfg.captions) or (not remote_io.is_remote(cfg.captions) and os.path.isdir(cfg.captions)):
+    if not fs.exists(cfg.captions) or (not fs.is_remote(cfg.captions) and os.path.isdir(cfg.captions)):
         raise cli.UserError(f"captions file {cfg.captions} does not exist: pass --captions FILE (a caption<TAB>url TSV)")
     with cli.as_user_errors(FileNotFoundError, hint="pass --regions DIR, a directory of regions-NNNNNN.tar shards (python -m pipelines.regions writes them)"):
         region_shards(cfg.regions)
@@ -295,9 +279,9 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
         vocab = str(params.get("objects_vocab") or "")
         if not vocab:
             raise cli.UserError("the tag_similarity teacher needs the detector's class names: pass --objects-vocab FILE (objects_vocab.txt)")
-        if not remote_io.exists(vocab):
+        if not fs.exists(vocab):
             raise cli.UserError(f"objects vocabulary {vocab} does not exist: pass --objects-vocab FILE (the detector's objects_vocab.txt)")
-    if cfg.flickr30k and not remote_io.exists(cfg.flickr30k):
+    if cfg.flickr30k and not fs.exists(cfg.flickr30k):
         raise cli.UserError(f"Flickr30k Entities directory {cfg.flickr30k} does not exist: fix --flickr30k, or leave it out")
     if cfg.flickr30k and cfg.teacher in ("oracle", "simulated"):
         params.setdefault("flickr30k", cfg.flickr30k)
@@ -319,16 +303,16 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
 
 
 def resolved_image_id(cfg: LabelConfig) -> str:
-    """The caption → region key (:func:`pipelines.captions.resolve_image_id`), remembered under
+    """The caption → region key (:func:`pipelines.formats.captions.resolve_image_id`), remembered under
     ``OUT/.cache`` per (captions, regions, key settings): checking the join reads region shards, which
     a run whose stages are all complete must not do (skipping costs O(files))."""
-    digest = lambda path: remote_io.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
+    digest = lambda path: fs.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
     key = fingerprint("image-id", digest(cfg.captions), _regions_fingerprint(cfg.regions), cfg.image_id, digest(cfg.id_map))
-    memo = remote_io.join(cfg.out, ".cache", f"image-id-{key}")
-    if remote_io.exists(memo):
-        return remote_io.read_text(memo).strip()
+    memo = fs.join(cfg.out, ".cache", f"image-id-{key}")
+    if fs.exists(memo):
+        return fs.read_text(memo).strip()
     resolved = resolve_image_id(cfg.captions, region_shards(cfg.regions), cfg.image_id, load_id_map(cfg.id_map))
-    remote_io.write_bytes(memo, resolved.encode("utf-8"))
+    fs.write_bytes(memo, resolved.encode("utf-8"))
     return resolved
 
 
@@ -362,19 +346,19 @@ def run_labels(cfg: LabelConfig, beam_args: list[str] | None = None) -> dict[str
     for s in STAGES:
         if run[s]:
             log.info("stage %s: running (%s)", s, dirs[s])
-            remote_io.remove_tree(dirs[s])  # a dead run's partial output (temp files included) must not mix in
+            fs.remove_tree(dirs[s])  # a dead run's partial output (temp files included) must not mix in
         else:
             log.info("stage %s: skipped (complete manifest %s)", s, fps[s])
     manifests = dict(previous)
     if any(run.values()):
         running = ", ".join(f"{s} ({dirs[s]})" for s in STAGES if run[s])
         cli.note_state(f"stopped while computing {running}: no manifest there, so the next run redoes them; complete stages are kept")
-        with cli.worker_output(None if remote_io.is_remote(cfg.out) else os.path.join(cfg.out, "logs")):
+        with cli.worker_output(None if fs.is_remote(cfg.out) else os.path.join(cfg.out, "logs")):
             manifests.update(_run_stages(cfg, teacher, params, fps, dirs, run, beam_args or []))
         cli.note_state("all stages complete")
     check_outputs(cfg, manifests, dirs)  # a failed guard moves no pointer: later steps keep the last good output
     for s in STAGES:  # pointers last: they name only complete outputs
-        remote_io.write_bytes(remote_io.join(cfg.out, s, CURRENT_NAME), (fps[s] + "\n").encode("utf-8"))
+        fs.write_bytes(fs.join(cfg.out, s, CURRENT_NAME), (fps[s] + "\n").encode("utf-8"))
     return {s: {**manifests[s], "dir": dirs[s], "ran": run[s]} for s in STAGES}
 
 
@@ -395,9 +379,9 @@ def _run_stages(
         return manifests
     d = dirs["labels"]
     _fill_missing_label_shards(cfg, d)
-    stats = json.loads(remote_io.read_text(remote_io.join(d, STATS_NAME)))
+    stats = json.loads(fs.read_text(fs.join(d, STATS_NAME)))
     quality = precision_recall(stats["quality"]) | stats["quality"] if "quality" in stats else None
-    label_counts = json.loads(remote_io.read_text(remote_io.join(d, COUNTS_NAME)))
+    label_counts = json.loads(fs.read_text(fs.join(d, COUNTS_NAME)))
     if label_counts["regions_in"] != label_counts["samples_out"]:
         raise RuntimeError(f"{d}: {label_counts['regions_in']} region samples but {label_counts['samples_out']} label samples")
     manifests["labels"] = _stage_manifest(
@@ -407,7 +391,7 @@ def _run_stages(
         {
             "upstream": fps["teacher"],
             "regions": cfg.regions,
-            "num_shards": len(remote_io.glob(remote_io.join(d, f"{LABEL_PREFIX}-*.tar"))),
+            "num_shards": len(fs.glob(fs.join(d, f"{LABEL_PREFIX}-*.tar"))),
             "images": {"in": label_counts["regions_in"], "out": label_counts["samples_out"]},
             "iou_threshold": cfg.iou_threshold,
             "stats": stats,
@@ -473,11 +457,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
         ap.error(f"--out is the data root (stages go to OUT/phrases/<fp>, OUT/teacher/<fp>, OUT/labels/<fp>); "
                  f"--out {args.out} would write {args.out}/{out_name}/<fp>: pass --out {parent}")
     targs: dict[str, Any] = {}
-    for kv in args.teacher_arg:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--teacher-arg expects K=V, got {kv!r}")
-        targs[k] = v
+    targs.update(cli.parse_teacher_args(ap, args.teacher_arg))
     if args.objects_vocab and args.teacher == "tag_similarity":  # only that teacher reads class names
         targs.setdefault("objects_vocab", args.objects_vocab)
     cfg = LabelConfig(

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from pipelines import remote_io
+from ssga_io import fs
 from pipelines.cli import StageFailed
 from schemas.manifest import DEAD_LETTER_NAME
 
@@ -30,10 +30,10 @@ def reason_kind(reason: str) -> str:
 
 
 def reasons_from_dead_letters(directory: str) -> Counter:
-    path = remote_io.join(directory, DEAD_LETTER_NAME)
-    if not remote_io.exists(path):
+    path = fs.join(directory, DEAD_LETTER_NAME)
+    if not fs.exists(path):
         return Counter()
-    lines = remote_io.read_text(path).splitlines()
+    lines = fs.read_text(path).splitlines()
     return Counter(reason_kind(json.loads(line)["reason"]) for line in lines if line.strip())
 
 
@@ -83,7 +83,7 @@ def _summary(stage: str, problem: str, directory: str, reasons: dict[str, int] |
     if top:
         parts.append("top reasons: " + "; ".join(f"{n}x {r}" for r, n in top))
     if reasons:
-        parts.append(f"dead letters: {remote_io.join(directory, DEAD_LETTER_NAME)}")
+        parts.append(f"dead letters: {fs.join(directory, DEAD_LETTER_NAME)}")
     if hint:
         parts.append(hint)
     return ". ".join(parts)

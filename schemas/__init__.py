@@ -1,4 +1,4 @@
-"""ssga data contracts: the only module both the pipelines and the trainer import."""
+"""ssga data contracts: the only project package both the pipelines and the trainer import (it imports only ``ssga_io``)."""
 from schemas.records import (  # noqa: F401
     SCHEMA_VERSION,
     Caption,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from schemas.records import SCHEMA_VERSION
+from ssga_io import fs
 
 MANIFEST_NAME = "_MANIFEST.json"
 DEAD_LETTER_NAME = "_DEAD_LETTER.jsonl"
@@ -56,23 +57,20 @@ def dead_letter(stage: str, record_id: str, source: str, reason: str) -> dict[st
     return {"stage": stage, "record_id": str(record_id), "source": str(source), "reason": reason}
 
 
-def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Atomically write ``_MANIFEST.json``; adds schema version, software and time if absent."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Atomically publish ``_MANIFEST.json`` (local path or Beam filesystem URL); adds schema version,
+    software and time if absent. Returns the manifest as written."""
     body = {"schema_version": SCHEMA_VERSION, "software": software_versions(), **manifest}
     body.setdefault("created_unix", int(time.time()))
-    tmp = d / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, d / MANIFEST_NAME)
-    return d / MANIFEST_NAME
+    text = json.dumps(body, indent=2, sort_keys=True) + "\n"
+    fs.write_bytes(fs.join(directory, MANIFEST_NAME), text.encode("utf-8"))
+    return json.loads(text)
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
-    p = Path(directory) / MANIFEST_NAME
-    if not p.exists():
-        return None
-    return json.loads(p.read_text())
+    """The stage's ``_MANIFEST.json`` (local path or Beam filesystem URL); None while it is incomplete."""
+    path = fs.join(directory, MANIFEST_NAME)
+    return json.loads(fs.read_text(path)) if fs.exists(path) else None
 
 
 def is_complete(directory: str | os.PathLike, expected_fingerprint: str) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from schemas.records import SCHEMA_VERSION, ImageLabels, RegionRecord, objects_to_cls
+from ssga_io import atomic
 
 REGION_PREFIX = "regions"
 LABEL_PREFIX = "labels"
@@ -238,8 +239,7 @@ def write_shard(path: str | os.PathLike, samples: dict[str, dict[str, bytes]]) -
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for key in sorted(samples):
             if "." in key or "/" in key:
                 raise ShardError(f"{path}: key {key!r} contains '.' or '/'")
@@ -256,7 +256,6 @@ def write_shard(path: str | os.PathLike, samples: dict[str, dict[str, bytes]]) -
                 tar.addfile(info, io.BytesIO(data))
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
     return len(samples)
 
 

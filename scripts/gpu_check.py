@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.skip_bench:
             from bench.gpu_trainer import run
-            from trainer.text import load_tokenizer
+            from trainer.data.text import load_tokenizer
 
             tok = load_tokenizer("minilm")
             figures = run(tok, smoke=args.smoke, corpus=(regions, labels))

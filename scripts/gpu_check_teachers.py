@@ -86,7 +86,7 @@ def check_shared_stage(device: str, tmp: Path) -> dict:
 
     from bench.bench_teachers import make_inputs
     from hf_tiny import save_tiny_grounding_dino
-    from pipelines.teacher_stage import TeacherModelHandler
+    from pipelines.stages.teacher import TeacherModelHandler
 
     md = str(save_tiny_grounding_dino(tmp / "gd_shared"))
     xs = make_inputs(tmp / "corpus_shared", 3, None)

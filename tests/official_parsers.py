@@ -7,7 +7,7 @@
   ``createIndex`` + ``getRefIds``/``loadImgs``/``getRefBox``, commit 2fe1dfef34fdfe040177f138e9de6a433e53bf29),
   without the plotting and mask code and with the data directory given directly.
 
-Test helpers only: the readers under test live in ``pipelines/flickr30k.py`` and ``trainer/refer.py``.
+Test helpers only: the readers under test live in ``pipelines/formats/flickr30k.py`` and ``trainer/tasks/rec/refer.py``.
 """
 from __future__ import annotations
 

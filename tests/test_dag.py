@@ -55,7 +55,7 @@ def test_stage_dirs_are_named_by_fingerprint_and_published_with_manifests(first)
     dag = json.loads((data / "dag.json").read_text())
     assert {s: dag[s]["dir"] for s in STAGES} == {s: report[s]["dir"] for s in STAGES}
     assert current_dir(str(data), "labels") == report["labels"]["dir"]
-    from trainer.data import shard_dir  # the trainer follows the pointers: --labels DATA and --regions DATA work
+    from trainer.data.chain import shard_dir  # the trainer follows the pointers: --labels DATA and --regions DATA work
 
     assert shard_dir(data, LABEL_PREFIX) == Path(report["labels"]["dir"]) and shard_dir(data, REGION_PREFIX) == Path(report["regions"]["dir"])
     assert shard_dir(data / "labels", LABEL_PREFIX) == Path(report["labels"]["dir"])
@@ -134,7 +134,7 @@ KILLER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("stage,module", [("regions", "pipelines.regions"), ("labels", "pipelines.labels")])
+@pytest.mark.parametrize("stage,module", [("regions", "pipelines.regions"), ("labels", "pipelines.stages.labels")])
 def test_stage_killed_mid_write_leaves_no_manifest_and_rerun_equals_uninterrupted(first, corpus, tmp_path, stage, module):
     ref_data, ref = first
     data = tmp_path / "data"
@@ -207,7 +207,8 @@ def test_a_no_op_run_reads_no_file_content(first, corpus, tmp_path, monkeypatch)
     """Deciding to skip costs O(files): fingerprints come from file metadata, not bytes (issue #11)."""
     import shutil
 
-    from pipelines import regions, remote_io
+    from pipelines import regions
+    from ssga_io import fs
 
     data = tmp_path / "data"
     shutil.copytree(first[0], data)
@@ -215,7 +216,7 @@ def test_a_no_op_run_reads_no_file_content(first, corpus, tmp_path, monkeypatch)
     def no_reading(*a, **k):
         raise AssertionError("a skipped stage read file content to fingerprint it")
 
-    for target, name in ((remote_io, "content_digest"), (regions, "scan_source"), (regions, "scan_tsv"), (regions, "files_digest")):
+    for target, name in ((fs, "content_digest"), (regions, "scan_source"), (regions, "scan_tsv"), (regions, "files_digest")):
         monkeypatch.setattr(target, name, no_reading)
     report = labels_dag(_cfg(corpus, data))
     assert not any(report[s]["ran"] for s in STAGES)

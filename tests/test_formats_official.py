@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.flickr30k import Flickr30kError, Flickr30kGroundTruth, read_annotation, read_sentences
+from pipelines.formats.flickr30k import Flickr30kError, Flickr30kGroundTruth, read_annotation, read_sentences
 from pipelines.synthetic import generate, generate_image
 from tests.official_parsers import Refer, get_annotations, get_sentence_data
 

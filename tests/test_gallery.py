@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 from pipelines.dag import DagConfig, labels_dag, pretrain_stage
-from pipelines.flickr30k import Flickr30kGroundTruth
-from pipelines.gallery import BLUE, GREEN, GREY, ORANGE, RED, build_gallery, draw_phrase, main
-from pipelines.gallery_draw import GT_WIDTH, PURPLE, smooth
+from pipelines.formats.flickr30k import Flickr30kGroundTruth
+from pipelines.gallery.__main__ import main
+from pipelines.gallery.page import BLUE, GREEN, GREY, ORANGE, RED, build_gallery, draw_phrase
+from pipelines.gallery.draw import GT_WIDTH, PURPLE, smooth
 from schemas.boxes import box_iou
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions, list_shards
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.captions import read_captions, resolve_image_id
-from pipelines.label_io import region_shards
+from pipelines.formats.captions import read_captions, resolve_image_id
+from pipelines.stages.stage_io import region_shards
 from pipelines.synthetic import generate
 from schemas.image_ids import image_key, parse_id_map
 from schemas.records import RegionRecord
 from schemas.shards import REGION_PREFIX, encode_region, sample_key, shard_index, shard_name, write_shard
 from tests.official_parsers import Refer
-from trainer.refer import ReferError, join_refer
+from trainer.tasks.rec.refer import ReferError, join_refer
 
 COCO_IDS = (581857, 17, 262145, 9)
 

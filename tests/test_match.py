@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipelines.match import match_phrases
+from pipelines.stages.match import match_phrases
 from schemas.boxes import box_iou
 from schemas.records import TeacherBox
 

@@ -3,8 +3,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.captions import caption_sort_key, image_id_from_url, read_captions
-from pipelines.phrases import DEAD, ExtractPhrases, PhraseConfig, PhraseExtractor
+from pipelines.formats.captions import caption_sort_key, image_id_from_url, read_captions
+from pipelines.stages.phrases import DEAD, ExtractPhrases, PhraseConfig, PhraseExtractor
 from schemas.records import Caption, PhraseRecord, phrases_problem
 
 

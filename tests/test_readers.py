@@ -1,6 +1,7 @@
 """Region readers and their mirror writers: good records, every kind of bad record, the pickle opt-in."""
 import base64
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import pytest
 
 from schemas.boxes import exclusive_to_inclusive
 from schemas.records import RegionRecord
-from pipelines import writers
-from pipelines.readers import (
+from ssga_io.security import PICKLE_RISK
+from pipelines.formats import writers
+from pipelines.formats.readers import (
     PickleNotAllowed,
     Rejected,
     list_region_files,
@@ -18,7 +20,7 @@ from pipelines.readers import (
     read_butd_tsv,
     read_region_file,
 )
-from pipelines.region_formats import array_b64, b64_array
+from pipelines.formats.region_formats import array_b64, b64_array
 
 
 def make_record(image_id="img1", n=5, d=8, c=4, seed=0, w=200, h=150) -> RegionRecord:
@@ -191,7 +193,7 @@ class _Payload:
 def test_pickled_npy_is_refused_without_opt_in_and_runs_no_code(tmp_path):
     target = tmp_path / "pwned"
     np.save(tmp_path / "evil.npy", np.array({"bbox": _Payload(target)}, dtype=object), allow_pickle=True)
-    with pytest.raises(PickleNotAllowed, match="a pickled .npy can run arbitrary code; pass --allow-pickle only for files you trust"):
+    with pytest.raises(PickleNotAllowed, match=re.escape(PICKLE_RISK)):
         read_region_file(tmp_path / "evil.npy")
     assert not target.exists()
     writers.write_mmf_split(tmp_path, make_record("m"))

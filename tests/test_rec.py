@@ -12,8 +12,8 @@ import pytest
 from schemas.boxes import box_iou, xyxy_to_xywh
 from schemas.records import RegionRecord
 from schemas.shards import encode_region, shard_name, write_shard
-from trainer.rec_metrics import best_proposal_iou, hits, rec_accuracy, top1_iou
-from trainer.refer import ReferError, check_joined, read_proposals, read_refer
+from trainer.tasks.rec.metrics import best_proposal_iou, hits, rec_accuracy, top1_iou
+from trainer.tasks.rec.refer import ReferError, check_joined, read_proposals, read_refer
 
 # ---------------------------------------------------------------------------------------------
 # Metric
@@ -159,7 +159,7 @@ def tiny_model_config(path: Path) -> Path:
 
 @pytest.mark.parametrize("head", ["linear", "grounding"])
 def test_finetune_learns_above_chance_and_reads_the_text(tmp_path, head):
-    from trainer.finetune_rec import FinetuneConfig, run_finetune
+    from trainer.tasks.rec.run import FinetuneConfig, run_finetune
 
     refer, regions = write_toy_refer(tmp_path, num_images=60, refs_per_image=2)
     cfg = FinetuneConfig(refer=str(refer), regions=str(regions), init="none", out=str(tmp_path / "ft"),
@@ -184,8 +184,8 @@ def test_finetune_learns_above_chance_and_reads_the_text(tmp_path, head):
 
 
 def test_swap_texts_pairs_other_objects_of_the_same_image():
-    from trainer.finetune_rec import swap_texts
-    from trainer.refer import Expression
+    from trainer.tasks.rec.data import swap_texts
+    from trainer.tasks.rec.refer import Expression
 
     def ex(sent_id, image, box, text):
         e = Expression(sent_id, sent_id, image, "val", text, np.array(box, np.float32))
@@ -203,9 +203,10 @@ def test_swap_texts_pairs_other_objects_of_the_same_image():
 def test_grounding_head_carries_pretrained_weights(tmp_path):
     import torch
 
-    from trainer.checkpoint import save_checkpoint
+    from trainer.runtime.checkpoint import save_checkpoint
     from trainer.config import TrainConfig
-    from trainer.finetune_rec import build_rec_model, collate
+    from trainer.tasks.rec.data import collate
+    from trainer.tasks.rec.model import build_rec_model
     from trainer.models import build_model
 
     cfg = TrainConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, location="5d", dropout=0.0)
@@ -227,7 +228,7 @@ def test_grounding_head_carries_pretrained_weights(tmp_path):
 
 
 def test_train_subset_is_seeded_and_sized():
-    from trainer.finetune_rec import train_subset
+    from trainer.tasks.rec.data import train_subset
 
     a, b, c = train_subset(80, 0.125, 0), train_subset(80, 0.125, 0), train_subset(80, 0.125, 1)
     assert len(a) == 10 and a.tolist() == b.tolist() and a.tolist() != c.tolist()
@@ -241,7 +242,7 @@ def test_train_subset_is_seeded_and_sized():
 
 
 def test_subset_captions_keeps_whole_images_in_file_order(tmp_path):
-    from trainer.experiment import subset_captions
+    from trainer.experiment.corpus import subset_captions
 
     caps = tmp_path / "captions.tsv"
     caps.write_text("".join(f"caption {k} of {i}\timages/{i:06d}.png\n" for i in range(16) for k in range(2)))
@@ -252,7 +253,8 @@ def test_subset_captions_keeps_whole_images_in_file_order(tmp_path):
 
 
 def test_gains_and_verdict_by_hand():
-    from trainer.experiment import ExperimentConfig, gains, growth, verdict
+    from trainer.experiment.config import ExperimentConfig
+    from trainer.experiment.stats import gains, growth, verdict
 
     cfg = ExperimentConfig(variants=["none", "phrase"], pretrain_fractions=[1.0, 0.125], finetune_fractions=[1.0, 0.125], seeds=[0, 1])
     # Gain of phrase over none per (pf, ff) cell and seed: flat-ish along pre-training, growing along
@@ -282,7 +284,7 @@ def test_gains_and_verdict_by_hand():
 def test_runs_are_reused_only_with_the_same_settings(tmp_path):
     import shutil
 
-    from trainer.experiment import needs_run
+    from trainer.experiment.jobs import needs_run
 
     work = tmp_path / "work"
     pre, ft = work / "pretrain" / "a", work / "finetune" / "a"
@@ -312,7 +314,7 @@ def test_runs_are_reused_only_with_the_same_settings(tmp_path):
 
 @pytest.mark.slow
 def test_experiment_micro_grid(tmp_path):
-    from trainer.experiment import main
+    from trainer.experiment.cli import main
 
     work = tmp_path / "exp"
     main(["--work", str(work), "--variants", "phrase", "--pretrain-fractions", "1", "--finetune-fractions", "1,0.5", "--seeds", "0",

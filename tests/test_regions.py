@@ -1,5 +1,6 @@
 """The Beam ``regions`` stage end to end: round trip from the generator, bad input, determinism."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,9 @@ import pytest
 
 from schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, read_manifest, reconciles
 from schemas.shards import iter_regions, list_shards, shard_index
+from ssga_io.security import PICKLE_RISK
 from pipelines import regions as R
-from pipelines import writers
+from pipelines.formats import writers
 from pipelines.synthetic import generate, generate_image
 
 N_IMAGES, SEED, DIM, SHARDS = 30, 7, 16, 3
@@ -157,14 +159,14 @@ def test_same_input_gives_identical_shards_with_one_or_two_workers(corpus, tmp_p
 
 
 def test_pickled_npy_dir_is_refused_without_opt_in(corpus, tmp_path):
-    with pytest.raises(PermissionError, match="a pickled .npy can run arbitrary code; pass --allow-pickle only for files you trust"):
+    with pytest.raises(PermissionError, match=re.escape(PICKLE_RISK)):
         R.run_regions(npy_dir=corpus / "regions_npy", out_dir=tmp_path / "out", num_shards=2)
     assert not (tmp_path / "out").exists()
     r = subprocess.run(
         [sys.executable, "-m", "pipelines.regions", "--npy-dir", str(corpus / "regions_npy"), "--out", str(tmp_path / "o"), "--num-shards", "2"],
         cwd=ROOT, capture_output=True, text=True,
     )
-    assert r.returncode != 0 and "pass --allow-pickle only for files you trust" in r.stderr
+    assert r.returncode != 0 and PICKLE_RISK in r.stderr
 
 
 def test_mixed_feature_dims_fail_loudly_or_are_dead_lettered(corpus, source_records, tmp_path):

@@ -222,10 +222,10 @@ def test_load_npy_refuses_structured_and_truncated():
 def test_label_iou_is_stored_exactly_so_rethresholding_agrees_with_align(tmp_path):
     """A pair at IoU 0.4999 is negative at 0.5; a float16 iou (0.5) would flip it when the trainer
     re-thresholds. Old float16 shards still read."""
-    from pipelines.label_io import RegionInfo
-    from pipelines.labels import image_labels
+    from pipelines.stages.stage_io import RegionInfo
+    from pipelines.stages.labels import image_labels
     from schemas.records import Phrase, PhraseRecord, TeacherBox, TeacherRecord
-    from trainer.sampling import positives
+    from trainer.data.sampling import positives
 
     regions = np.array([[0, 0, 100, 100], [0, 0, 100, 60]], np.float32)
     info = RegionInfo(0, "im0", "im0", 100, 100, regions, None)

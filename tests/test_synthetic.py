@@ -13,7 +13,7 @@ from PIL import Image
 
 from schemas.boxes import box_iou
 from schemas.manifest import MANIFEST_NAME
-from pipelines.readers import RegionRecord, read_butd_tsv, read_region_file
+from pipelines.formats.readers import RegionRecord, read_butd_tsv, read_region_file
 from pipelines.synthetic import generate
 from pipelines.synthetic.scene import COLOURS, SHAPES, SIZES
 

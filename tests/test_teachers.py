@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from label_fixtures import make_corpus
-from pipelines.flickr30k import Flickr30kError, Flickr30kGroundTruth, parse_sentence, read_annotation
+from pipelines.formats.flickr30k import Flickr30kError, Flickr30kGroundTruth, parse_sentence, read_annotation
 from pipelines.teachers import REGISTRY, TeacherInput, build_teacher
 from pipelines.teachers.simulated import SimulatedTeacher
 from schemas.records import Phrase, TeacherBox, TeacherRecord, teacher_problem

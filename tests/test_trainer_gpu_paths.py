@@ -17,11 +17,11 @@ import torch
 import torch.multiprocessing as mp
 
 import trainer.train as train_mod
-from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.losses import loss_counts
 from trainer.models import build_model
-from trainer.text import load_tokenizer
+from trainer.data.text import load_tokenizer
 from trainer.train import BatchStream, make_optimizer, stats_dict, train, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, ddp_train_worker, first_batch, flatten_like_cudnn, tiny_config, write_corpus

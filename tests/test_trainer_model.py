@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, parse_args
 from trainer.losses import TERMS, loss_counts, loss_sums
 from trainer.models import build_model
 from trainer.models.embeddings import box_sine_cosine
-from trainer.text import load_tokenizer
+from trainer.data.text import load_tokenizer
 from trainer.train import BatchStream, make_optimizer, stats_dict, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, first_batch, grounding_scores, tiny_config, write_corpus

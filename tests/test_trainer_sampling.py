@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.sampling import SamplerConfig, positives, sample_pairs
+from trainer.data.sampling import SamplerConfig, positives, sample_pairs
 
 
 def toy(rng, phrases=6, regions=30, matched_rows=4):

@@ -29,7 +29,7 @@ def grounding_scores(model, cfg, tokenizer):
 
     import torch
 
-    from trainer.data import make_loader
+    from trainer.data.chain import make_loader
 
     ev = dataclasses.replace(cfg, itm_neg_prob=0.0, mlm_prob=0.0, region_mask_prob=0.0, unmatched_phrase_share=1.0, num_workers=0)
     logits, targets = [], []
@@ -61,7 +61,7 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
 
 
 def first_batch(cfg, tokenizer) -> dict:
-    from trainer.data import make_loader
+    from trainer.data.chain import make_loader
 
     return next(b for b in make_loader(cfg, tokenizer, 0) if b["n"])
 
@@ -74,7 +74,7 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from trainer.models import build_model
-    from trainer.text import load_tokenizer
+    from trainer.data.text import load_tokenizer
     from trainer.train import make_optimizer, stats_dict, train_step
 
     torch.set_num_threads(1)

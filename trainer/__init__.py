@@ -1,1 +1,1 @@
-"""ssga trainer: stream region + label shards and pre-train ViLBERT / VL-BERT with the grounding loss (see README.md)."""
+"""ssga trainer (PyTorch): pre-training in ``train.py`` (+ ``config``, ``losses``), the data chain in ``data/``, encoders in ``models/``, shared loop parts in ``runtime/``, downstream tasks in ``tasks/``, the data-efficiency grid in ``experiment/`` (see README.md, Layout)."""

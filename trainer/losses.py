@@ -6,7 +6,7 @@ The loop divides each sum by the count over the whole global batch (all micro-ba
 so gradient accumulation and DDP give exactly the single-process gradient.
 
 Nothing here reads a value back to the host: masked positions arrive as index tensors built by the
-loader (``mlm_pos``/``mlm_target``, ``mrc_pos``/``mrc_target``, see ``trainer.data.add_targets``),
+loader (``mlm_pos``/``mlm_target``, ``mrc_pos``/``mrc_target``, see ``trainer.data.chain.add_targets``),
 so on a GPU the step never waits on a boolean-mask ``nonzero``.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.config import TrainConfig
-from trainer.masking import IGNORE
+from trainer.data.masking import IGNORE
 
 TERMS = ("word", "img", "align", "gnd")
 

@@ -6,7 +6,7 @@
 Every field of :class:`trainer.config.TrainConfig` is a flag; ``--config file.yaml`` sets many.
 One visible loop (like nanoGPT): fetch ``grad_accum`` micro-batches → forward/backward each →
 clip → AdamW step → log → checkpoint. Writes ``<out>/losses.jsonl`` (one line per step, every
-term), TensorBoard scalars under ``<out>/tb``, and checkpoints (see trainer.checkpoint).
+term), TensorBoard scalars under ``<out>/tb``, and checkpoints (see trainer.runtime.checkpoint).
 
 On a GPU the loop never waits on the device between log lines: step statistics stay on the
 device and are read back every ``log_every`` steps (and before each checkpoint), each batch is
@@ -33,12 +33,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from schemas.shards import decode_region, iter_shard
-from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, parse_args
-from trainer.data import EndlessStreams, _seed_of, nonempty_region_shards, region_shards, stale_labels_problem
+from trainer.data.chain import EndlessStreams, _seed_of, nonempty_region_shards, region_shards, stale_labels_problem
 from trainer.losses import TERMS, loss_counts, loss_sums, total_loss, weights
 from trainer.models import build_model
-from trainer.text import load_tokenizer
+from trainer.data.text import load_tokenizer
+from ssga_io import atomic
+from trainer.runtime.device import to_device
+from trainer.runtime.optim import lr_at, make_optimizer, set_lr
 
 log = logging.getLogger("trainer")
 
@@ -87,24 +90,6 @@ def probe_shapes(regions_dir: str) -> tuple[int, int]:
     raise ValueError(f"{regions_dir}: all {len(shards)} region shards are empty; re-run the regions stage on a non-empty source")
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights get no weight decay (the BERT recipe)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # Fused on CUDA: one kernel for every parameter instead of several per tensor.
-    fused = all(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6, fused=fused or None)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then linear decay to 0 at ``steps``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
-
-
 # ---------------------------------------------------------------------------------------------
 # Data position
 
@@ -112,7 +97,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 class BatchStream:
     """This rank's batches, epoch after epoch, from loader workers that live as long as the run.
 
-    Each logical worker streams its own shards forever (``trainer.data.EndlessStreams``), so there
+    Each logical worker streams its own shards forever (``trainer.data.chain.EndlessStreams``), so there
     is no stall at epoch boundaries and no rank ever runs out: no collective is needed per batch.
     The data position is each worker's (epoch, items taken) plus whose turn is next; a checkpoint
     stores it and a resumed stream continues every worker exactly there.
@@ -184,11 +169,6 @@ class BatchStream:
 STATS = (*TERMS, "loss", "grad_norm", "examples")  # the row train_step returns, in this order
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """One copy per tensor; asynchronous when the loader pinned the batch."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def train_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[dict], cfg: TrainConfig,
     step: int, device: torch.device, lambdas: torch.Tensor | None = None,
@@ -208,8 +188,7 @@ def train_step(
     if world > 1:
         dist.all_reduce(counts)
     lambdas = weights(cfg).to(device) if lambdas is None else lambdas
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
+    set_lr(optimizer, lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps))
     torch.manual_seed(_seed_of(cfg.seed, "step", step, rank))  # dropout: a function of the step
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else contextlib.nullcontext()
 
@@ -313,7 +292,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     out = Path(cfg.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(out / "config.json", cfg.to_dict())
+        atomic.write_json(out / "config.json", cfg.to_dict(), indent=2, sort_keys=True)
     problem = stale_labels_problem(cfg.regions, cfg.labels)
     if problem:
         raise ValueError(problem)
@@ -369,7 +348,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         while step < end:
             micro = [stream.next() for _ in range(cfg.grad_accum)]
             row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas)
-            losses.add(step + 1, row, {"epoch": stream.epoch, "lr": lr_at(step, cfg), "skips": dict(stream.skips)})
+            losses.add(step + 1, row, {"epoch": stream.epoch, "lr": lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps), "skips": dict(stream.skips)})
             step += 1
             ckpt_due = step % cfg.ckpt_every == 0 or step == end
             if step % cfg.log_every == 0 or ckpt_due:
@@ -384,7 +363,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             writer.close()
     skips = total_skips(stream.skips)
     if rank == 0:
-        _write_json_atomic(out / "data_report.json", {"steps": step, "epoch": stream.epoch, "dropped_or_skipped": skips})
+        atomic.write_json(out / "data_report.json", {"steps": step, "epoch": stream.epoch, "dropped_or_skipped": skips}, indent=2, sort_keys=True)
         if skips:
             log.warning("skipped or dropped input (all ranks, this invocation): %s", skips)
     return losses.records
@@ -416,15 +395,7 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint (steps a crashed run logged but never saved): they get redone."""
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+        atomic.write_text(path, "".join(line + "\n" for line in keep))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from schemas.manifest import MANIFEST_NAME, fingerprint
 from schemas.records import SCHEMA_VERSION
-from pipelines import writers
+from pipelines.formats import writers
 from pipelines.synthetic.detector import ATTRIBUTES, BOXES_PER_IMAGE, Detections, detect, projection
 from pipelines.synthetic.language import make_caption, referring_expressions
 from pipelines.synthetic.scene import IMAGE_SIDE, SHAPE_VOCAB_LINES, SHAPES, Scene, draw_scene
+from ssga_io import atomic
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def generate(out: str | os.PathLike, num_images: int, seed: int = 0, feature_dim
         previous = out / MANIFEST_NAME
         if not previous.exists() or json.loads(previous.read_text()).get("kind") != CORPUS_KIND:
             raise FileExistsError(f"{out} exists and is not a synthetic corpus; refusing to replace it")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = atomic.temp_name(out)  # a directory, renamed whole
     shutil.rmtree(tmp, ignore_errors=True)
     for sub in ("images", "regions_npz", "regions_npy", "flickr30k/Sentences", "flickr30k/Annotations", "refer"):
         (tmp / sub).mkdir(parents=True)

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import remote_io
-from pipelines.captions import caption_sort_key
+from ssga_io import fs
+from pipelines.formats.captions import caption_sort_key
 from pipelines.teachers.base import Param, Teacher, TeacherInput
 from schemas.manifest import files_digest
 from schemas.records import TeacherBox
@@ -190,9 +190,9 @@ class HFDetectorTeacher(Teacher):
     def read_image(path: str, image_id: str = ""):
         from PIL import Image
 
-        if not path or not remote_io.exists(path):
+        if not path or not fs.exists(path):
             raise FileNotFoundError(f"image {image_id}: no image file at {path!r}")
-        with Image.open(io.BytesIO(remote_io.read_bytes(path))) as im:
+        with Image.open(io.BytesIO(fs.read_bytes(path))) as im:
             return im.convert("RGB")
 
     def phrase_text(self, text: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pipelines.flickr30k import Flickr30kGroundTruth
+from pipelines.formats.flickr30k import Flickr30kGroundTruth
 from pipelines.teachers.base import Param, Teacher, TeacherInput
 from schemas.manifest import files_digest, fingerprint
 from schemas.records import TeacherBox
@@ -33,14 +33,14 @@ class GroundTruthTeacher(Teacher):
 
     def weights_digest(self) -> str:
         # The ground truth is this teacher's "weights": label edits must change the fingerprint.
-        from pipelines import remote_io
+        from ssga_io import fs
 
-        if not remote_io.is_remote(self.root):
+        if not fs.is_remote(self.root):
             from pathlib import Path
 
             return files_digest(sorted(Path(self.root).glob("Sentences/*.txt")) + sorted(Path(self.root).glob("Annotations/*.xml")))
-        files = remote_io.glob(remote_io.join(self.root, "Sentences", "*.txt")) + remote_io.glob(remote_io.join(self.root, "Annotations", "*.xml"))
-        return fingerprint([remote_io.content_digest(f) for f in files])
+        files = fs.glob(fs.join(self.root, "Sentences", "*.txt")) + fs.glob(fs.join(self.root, "Annotations", "*.xml"))
+        return fingerprint([fs.content_digest(f) for f in files])
 
     def gt_boxes(self, x: TeacherInput):
         sentences, boxes = self._image(x.image_id)

@@ -12,7 +12,7 @@ from trainer.config import TrainConfig
 from trainer.models.dual_stream import DualStreamEncoder
 from trainer.models.heads import GroundingHead, ITMHead, MLMHead, RegionClassHead
 from trainer.models.single_stream import SingleStreamEncoder
-from trainer.text import local_bert_dir
+from trainer.data.text import local_bert_dir
 
 
 class PretrainModel(nn.Module):

@@ -35,11 +35,11 @@ from schemas.boxes import box_problem, xywh_to_xyxy
 from schemas.image_ids import IMAGE_ID_MODES, file_stem, image_key, no_join_message, parse_id_map
 from schemas.records import RegionRecord, region_problem
 from schemas.shards import REGION_PREFIX, ShardError, iter_regions, list_shards
+from ssga_io.security import PICKLE_RISK
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "testA", "testB")
-PICKLE_RISK = "unpickling runs arbitrary code stored in the file; only enable it for files from a trusted source"
 
 
 class ReferError(ValueError):

@@ -1,6 +1,6 @@
 """Detector-region file formats users already have: field layouts and the byte-level codecs.
 
-Readers (:mod:`pipelines.readers`) and writers (:mod:`pipelines.writers`) share these constants, so a
+Readers (:mod:`pipelines.formats.readers`) and writers (:mod:`pipelines.formats.writers`) share these constants, so a
 format has one definition. The formats:
 
 * bottom-up-attention TSV (``generate_tsv.py``): no header, fields :data:`BUTD_FIELDS`; ``boxes`` and
@@ -45,7 +45,6 @@ MMF_INFO_SUFFIX = "_info"
 # Visual Genome's 1600 object classes + background: the class space of BUTD's Caffe model and LXMERT.
 LXMERT_NUM_CLASSES = 1601
 
-PICKLE_RISK = "a pickled .npy can run arbitrary code; pass --allow-pickle only for files you trust"
 
 
 def count_classes(objects_vocab: str | os.PathLike) -> int:

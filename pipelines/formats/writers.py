@@ -1,4 +1,4 @@
-"""Writers for the formats ssga reads: the mirror of :mod:`pipelines.readers`.
+"""Writers for the formats ssga reads: the mirror of :mod:`pipelines.formats.readers`.
 
 They exist so that the synthetic corpus (:mod:`pipelines.synthetic`) is written in exactly the
 formats real corpora come in, and goes through the real readers. Every writer takes records in the
@@ -26,7 +26,7 @@ import numpy as np
 
 from schemas.boxes import exclusive_to_inclusive
 from schemas.records import RegionRecord
-from pipelines.region_formats import BUTD_FIELDS, LXMERT_FIELDS, b64_array
+from pipelines.formats.region_formats import BUTD_FIELDS, LXMERT_FIELDS, b64_array
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member time: npz bytes must not depend on the clock
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.flickr30k import Flickr30kError, Flickr30kGroundTruth
+from pipelines.formats.flickr30k import Flickr30kError, Flickr30kGroundTruth
 from pipelines.teachers.oracle import caption_index
 from schemas.boxes import box_iou
 from schemas.records import ImageLabels

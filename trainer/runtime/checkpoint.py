@@ -22,14 +22,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from ssga_io import atomic
 
 LATEST = "latest.json"
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _ties(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -107,18 +102,18 @@ def save_checkpoint(
     """Write ``ckpt-<step>`` atomically, point ``latest.json`` at it, prune all but the newest ``keep``."""
     run_dir = Path(run_dir)
     final = run_dir / f"ckpt-{step:08d}"
-    tmp = run_dir / f".ckpt-{step:08d}.tmp-{os.getpid()}"
+    tmp = atomic.temp_name(final)  # a directory, renamed whole
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tensors, ties = model_tensors(model)
     save_file(tensors, str(tmp / "model.safetensors"), metadata=ties or None)
     tensors, meta = _optimizer_parts(optimizer)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    _write_json(tmp / "state.json", {**state, "step": step, "optimizer": meta})
+    atomic.write_json(tmp / "state.json", {**state, "step": step, "optimizer": meta}, indent=2, sort_keys=True)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_json(run_dir / LATEST, {"checkpoint": final.name, "step": step})
+    atomic.write_json(run_dir / LATEST, {"checkpoint": final.name, "step": step}, indent=2, sort_keys=True)
     for old in sorted(run_dir.glob("ckpt-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -10,7 +10,7 @@ The chain, top to bottom (each step a named generator function, as in open_clip'
       → itm_negatives      shuffle buffer; swap the caption with another image's for 50%
       → mask_text          MLM 15% (80/10/10)
       → mask_regions       15% of regions zeroed; target = detector class distribution
-      → sample_pairs       hierarchical region-phrase sampling (trainer.sampling)
+      → sample_pairs       hierarchical region-phrase sampling (trainer.data.sampling)
       → batched(collate)   padded tensors + masks, and the skip counts since the last batch
 
 Memory is bounded by the shuffle buffer, never by the corpus. An epoch is a pure function of
@@ -41,9 +41,9 @@ from schemas.manifest import current_output, read_manifest
 from schemas.records import labels_problem, region_problem
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, ShardError, decode_labels, decode_region, iter_shard, list_shards
 from trainer.config import TrainConfig
-from trainer.masking import IGNORE, mask_regions as pick_masked_regions, mask_tokens
-from trainer.sampling import SamplerConfig, sample_pairs as sample_example_pairs
-from trainer.text import tokenize_with_spans
+from trainer.data.masking import IGNORE, mask_regions as pick_masked_regions, mask_tokens
+from trainer.data.sampling import SamplerConfig, sample_pairs as sample_example_pairs
+from trainer.data.text import tokenize_with_spans
 
 log = logging.getLogger(__name__)
 

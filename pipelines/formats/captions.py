@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterator
 
-from pipelines import remote_io
-from pipelines.remote_io import open_text
+from ssga_io import fs
+from ssga_io.fs import open_text
 from schemas.image_ids import file_stem, image_key, no_join_message, parse_id_map
 from schemas.manifest import dead_letter
 from schemas.records import Caption, caption_problem
@@ -70,14 +70,14 @@ def read_captions(path: str, image_id: str = "stem", id_map: dict[str, str] | No
 
 def load_id_map(path: str) -> dict[str, str] | None:
     """The ``--id-map`` file (local or remote), or ``None`` when no path is given."""
-    return parse_id_map(remote_io.read_text(path), path) if path else None
+    return parse_id_map(fs.read_text(path), path) if path else None
 
 
 def _region_ids(path: str) -> list[str]:
     """The image ids of one region shard (json members only)."""
     from schemas.shards import iter_shard
 
-    with remote_io.local_copy(path) as local:
+    with fs.local_copy(path) as local:
         return [load_json(m["json"], f"{path}:{k}")["image_id"] for k, m in iter_shard(local) if "json" in m]
 
 
@@ -116,5 +116,5 @@ def resolve_image_id(captions: str, shards: list[tuple[int, str]], mode: str, id
     best = max(modes, key=lambda m: hits[m])  # ties: the first listed (stem before int)
     if hits[best] == 0:
         tried = {m: sorted(keys[m])[:3] for m in modes}
-        raise ValueError(no_join_message(f"caption of {captions}", tried, sorted(region_ids), remote_io.dirname(shards[0][1])))
+        raise ValueError(no_join_message(f"caption of {captions}", tried, sorted(region_ids), fs.dirname(shards[0][1])))
     return best

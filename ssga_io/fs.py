@@ -18,7 +18,14 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from apache_beam.io.filesystems import FileSystems
+from ssga_io import atomic
+
+
+def _beam_fs():
+    """Beam's ``FileSystems``, imported on first use so that local-only callers (the trainer) need not load Beam."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -34,13 +41,13 @@ def dirname(path: str | os.PathLike) -> str:
 
 
 def exists(path: str | os.PathLike) -> bool:
-    return FileSystems.exists(str(path)) if is_remote(path) else os.path.exists(path)
+    return _beam_fs().exists(str(path)) if is_remote(path) else os.path.exists(path)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
     if not is_remote(path):
         return Path(path).read_bytes()
-    with FileSystems.open(str(path)) as f:
+    with _beam_fs().open(str(path)) as f:
         return f.read()
 
 
@@ -55,7 +62,7 @@ def open_text(path: str | os.PathLike) -> Iterator[io.TextIOBase]:
         with open(path, encoding="utf-8", newline="") as f:
             yield f
     else:
-        with FileSystems.open(str(path)) as raw:
+        with _beam_fs().open(str(path)) as raw:
             yield io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
@@ -63,7 +70,7 @@ def glob(pattern: str) -> list[str]:
     """Sorted paths matching a shell pattern in its last component."""
     if not is_remote(pattern):
         return sorted(str(p) for p in Path(os.path.dirname(pattern) or ".").glob(os.path.basename(pattern)))
-    result = FileSystems.match([pattern])[0]
+    result = _beam_fs().match([pattern])[0]
     name = posixpath.basename(pattern)
     return sorted(m.path for m in result.metadata_list if fnmatch.fnmatch(posixpath.basename(m.path), name))
 
@@ -71,14 +78,10 @@ def glob(pattern: str) -> list[str]:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Publish ``data`` at ``path`` all at once (readers never see a partial file)."""
     if is_remote(path):
-        with FileSystems.create(str(path)) as f:
+        with _beam_fs().create(str(path)) as f:
             f.write(data)
         return
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, p)
+    atomic.write_bytes(path, data)
 
 
 @contextlib.contextmanager
@@ -89,16 +92,16 @@ def local_copy(path: str | os.PathLike) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="ssga-") as d:
         local = os.path.join(d, posixpath.basename(str(path)))
-        with FileSystems.open(str(path)) as src, open(local, "wb") as dst:
+        with _beam_fs().open(str(path)) as src, open(local, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         yield local
 
 
 def remove_tree(path: str | os.PathLike) -> None:
     if is_remote(path):
-        matches = FileSystems.match([join(path, "**")])[0].metadata_list
+        matches = _beam_fs().match([join(path, "**")])[0].metadata_list
         if matches:
-            FileSystems.delete([m.path for m in matches])
+            _beam_fs().delete([m.path for m in matches])
     elif os.path.exists(path):
         shutil.rmtree(path)
 
@@ -108,7 +111,7 @@ def content_digest(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     h.update(posixpath.basename(str(path)).encode("utf-8") + b"\0")
     if is_remote(path):
-        with FileSystems.open(str(path)) as f:
+        with _beam_fs().open(str(path)) as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     else:
@@ -125,7 +128,7 @@ def file_metadata(patterns: list[str]) -> list[tuple[str, int, float]]:
     ``gs://``/``s3://`` (where the time is the object's last update). No file content is read.
     """
     out: dict[str, tuple[int, float]] = {}
-    for result in FileSystems.match([str(p) for p in patterns]):
+    for result in _beam_fs().match([str(p) for p in patterns]):
         for m in result.metadata_list:
             out[m.path] = (int(m.size_in_bytes), float(m.last_updated_in_seconds or 0.0))
     return [(p, *out[p]) for p in sorted(out)]
@@ -144,7 +147,7 @@ def source_digest(path: str | os.PathLike, content: bool = False) -> str:
     """Fingerprint of a file or of a directory tree: metadata (default) or every byte (``content``)."""
     path = str(path)
     # Object stores have no directories: a prefix with objects under it is one.
-    is_dir = os.path.isdir(path) if not is_remote(path) else bool(FileSystems.match([join(path, "**")])[0].metadata_list)
+    is_dir = os.path.isdir(path) if not is_remote(path) else bool(_beam_fs().match([join(path, "**")])[0].metadata_list)
     patterns = [join(path, "**")] if is_dir else [path]
     if not content:
         return metadata_digest(patterns, root=path if is_dir else os.path.dirname(path))

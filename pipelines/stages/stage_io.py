@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import remote_io
-from pipelines.captions import read_captions
+from ssga_io import fs
+from pipelines.formats.captions import read_captions
 from schemas.manifest import DEAD_LETTER_NAME
 from schemas.shards import REGION_PREFIX, iter_regions, shard_index
 
@@ -39,7 +39,7 @@ class RegionInfo:
 def region_shards(directory: str | os.PathLike) -> list[tuple[int, str]]:
     """``[(shard index, path)]`` of a region shard directory; the index comes from the file name."""
     out = []
-    for p in remote_io.glob(remote_io.join(directory, f"{REGION_PREFIX}-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
+    for p in fs.glob(fs.join(directory, f"{REGION_PREFIX}-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
         out.append((int(re.search(r"-(\d{6})\.tar$", p).group(1)), p))
     if not out:
         raise FileNotFoundError(f"{directory}: no {REGION_PREFIX}-NNNNNN.tar shards")
@@ -48,7 +48,7 @@ def region_shards(directory: str | os.PathLike) -> list[tuple[int, str]]:
 
 def read_region_shard(item: tuple[int, str]):
     index, path = item
-    with remote_io.local_copy(path) as local:  # a remote shard is fetched whole, then streamed
+    with fs.local_copy(path) as local:  # a remote shard is fetched whole, then streamed
         yield from _region_infos(index, iter_regions(local))
 
 
@@ -94,10 +94,6 @@ class ReadCaptions(beam.PTransform):
         return {"captions": parts.captions | "Spread" >> beam.Reshuffle(), "dead": parts.dead}
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    remote_io.write_bytes(path, data)
-
-
 class WriteParquetShards(beam.PTransform):
     """Records → ``<dir>/<prefix>-NNNNNN.parquet``, image-hashed into ``num_shards`` files, rows sorted by id."""
 
@@ -114,7 +110,7 @@ class WriteParquetShards(beam.PTransform):
             table = pa.Table.from_pylist(rows, schema=self.schema)
             buf = pa.BufferOutputStream()
             pq.write_table(table, buf)
-            remote_io.write_bytes(remote_io.join(self.directory, f"{self.prefix}-{index:06d}.parquet"), buf.getvalue().to_pybytes())
+            fs.write_bytes(fs.join(self.directory, f"{self.prefix}-{index:06d}.parquet"), buf.getvalue().to_pybytes())
             return len(rows)
 
         return (
@@ -127,7 +123,7 @@ class WriteParquetShards(beam.PTransform):
 
 def read_parquet_rows(path: str) -> list[dict]:
     """All rows of one Parquet file (local or remote), as dicts."""
-    return pq.read_table(pa.BufferReader(remote_io.read_bytes(path))).to_pylist()
+    return pq.read_table(pa.BufferReader(fs.read_bytes(path))).to_pylist()
 
 
 class ReadParquetRecords(beam.PTransform):
@@ -135,7 +131,7 @@ class ReadParquetRecords(beam.PTransform):
 
     def __init__(self, directory: str, prefix: str, from_row: Callable[[dict], Any]):
         super().__init__()
-        self.files = remote_io.glob(remote_io.join(directory, f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].parquet"))
+        self.files = fs.glob(fs.join(directory, f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].parquet"))
         self.from_row = from_row
 
     def expand(self, p):
@@ -153,14 +149,14 @@ class WriteDeadLetters(beam.PTransform):
 
     def __init__(self, directory: str):
         super().__init__()
-        self.path = remote_io.join(directory, DEAD_LETTER_NAME)
+        self.path = fs.join(directory, DEAD_LETTER_NAME)
 
     def expand(self, dead):
         path = self.path
 
         def write(items):
             items = sorted(items, key=lambda d: (d["record_id"], d["stage"], d["reason"]))
-            _atomic_write_bytes(path, "".join(json.dumps(d, sort_keys=True) + "\n" for d in items).encode("utf-8"))
+            fs.write_bytes(path, "".join(json.dumps(d, sort_keys=True) + "\n" for d in items).encode("utf-8"))
             return len(items)
 
         return dead | "All" >> beam.combiners.ToList() | "Write" >> beam.Map(write)
@@ -171,7 +167,7 @@ class WriteCounts(beam.PTransform):
 
     def __init__(self, directory: str):
         super().__init__()
-        self.path = remote_io.join(directory, COUNTS_NAME)
+        self.path = fs.join(directory, COUNTS_NAME)
 
     def expand(self, pcolls: dict):
         path = self.path
@@ -181,7 +177,7 @@ class WriteCounts(beam.PTransform):
         ]
 
         def write(pairs):
-            _atomic_write_bytes(path, (json.dumps(dict(sorted(pairs)), indent=2) + "\n").encode("utf-8"))
+            fs.write_bytes(path, (json.dumps(dict(sorted(pairs)), indent=2) + "\n").encode("utf-8"))
 
         return counted | "Flatten" >> beam.Flatten() | "All" >> beam.combiners.ToList() | "Write" >> beam.Map(write)
 
@@ -213,4 +209,4 @@ def merge_stats(a: dict, b: dict) -> dict:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    _atomic_write_bytes(str(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    fs.write_bytes(str(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))

@@ -31,15 +31,15 @@ import numpy as np
 
 from schemas.boxes import inclusive_to_exclusive
 from schemas.records import RegionRecord, objects_to_cls, region_problem
-from pipelines.region_formats import (
+from pipelines.formats.region_formats import (
     BUTD_FIELDS,
     LXMERT_FIELDS,
     MMF_INFO_SUFFIX,
     LXMERT_NUM_CLASSES,
-    PICKLE_RISK,
     array_b64,
     raise_csv_field_limit,
 )
+from ssga_io.security import PICKLE_RISK
 
 raise_csv_field_limit()
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import remote_io
+from ssga_io import fs
 
 import numpy as np
 from defusedxml import DefusedXmlException
@@ -72,18 +72,18 @@ def parse_sentence(markup: str) -> GroundTruthSentence:
 
 
 def read_sentences(path: str | Path) -> list[GroundTruthSentence]:
-    if not remote_io.exists(path):
+    if not fs.exists(path):
         raise Flickr30kError(f"{path}: no such Sentences file")
-    return [parse_sentence(line.rstrip("\r\n")) for line in remote_io.read_text(path).splitlines() if line.strip()]
+    return [parse_sentence(line.rstrip("\r\n")) for line in fs.read_text(path).splitlines() if line.strip()]
 
 
 def read_annotation(path: str | Path) -> tuple[tuple[int, int], dict[str, np.ndarray]]:
     """``((width, height), {entity_id: float32 [K, 4] exclusive xyxy})``; entities without a box
     (``<nobndbox>``, ``<scene>``) are absent. XML coordinates are 1-based inclusive."""
-    if not remote_io.exists(path):
+    if not fs.exists(path):
         raise Flickr30kError(f"{path}: no such Annotations file")
     try:
-        root = ET.fromstring(remote_io.read_bytes(path))
+        root = ET.fromstring(fs.read_bytes(path))
         size = root.find("size")
         wh = (int(size.findtext("width")), int(size.findtext("height"))) if size is not None else (0, 0)
         boxes: dict[str, list[list[float]]] = {}
@@ -106,8 +106,8 @@ class Flickr30kGroundTruth:
         self.root = str(root)
 
     def image(self, image_id: str) -> tuple[list[GroundTruthSentence], dict[str, np.ndarray]]:
-        sentences = read_sentences(remote_io.join(self.root, "Sentences", f"{image_id}.txt"))
-        _, boxes = read_annotation(remote_io.join(self.root, "Annotations", f"{image_id}.xml"))
+        sentences = read_sentences(fs.join(self.root, "Sentences", f"{image_id}.txt"))
+        _, boxes = read_annotation(fs.join(self.root, "Annotations", f"{image_id}.xml"))
         return sentences, boxes
 
     @staticmethod

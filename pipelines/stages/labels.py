@@ -11,12 +11,12 @@ import tempfile
 import apache_beam as beam
 import numpy as np
 
-from pipelines import remote_io
-from pipelines.captions import caption_sort_key
-from pipelines.flickr30k import Flickr30kGroundTruth
-from pipelines.label_io import RegionInfo
-from pipelines.match import match_phrases
-from pipelines.quality import gt_alignment, quality_counts
+from ssga_io import fs
+from pipelines.formats.captions import caption_sort_key
+from pipelines.formats.flickr30k import Flickr30kGroundTruth
+from pipelines.stages.stage_io import RegionInfo
+from pipelines.stages.match import match_phrases
+from pipelines.stages.quality import gt_alignment, quality_counts
 from schemas.records import ImageLabels, PhraseRecord, TeacherRecord, labels_problem
 from schemas.shards import LABEL_PREFIX, encode_labels, shard_name, write_shard
 
@@ -112,18 +112,18 @@ class WriteLabelShards(beam.PTransform):
 
         def write(item):
             index, members = item
-            return publish_shard(remote_io.join(directory, shard_name(LABEL_PREFIX, index)), dict(members))
+            return publish_shard(fs.join(directory, shard_name(LABEL_PREFIX, index)), dict(members))
 
         return samples | "GroupByShard" >> beam.GroupByKey() | "Write" >> beam.Map(write)
 
 
 def publish_shard(path: str, samples: dict) -> int:
     """``write_shard`` at a local or remote path (remote: written locally, then uploaded in one piece)."""
-    if not remote_io.is_remote(path):
+    if not fs.is_remote(path):
         return write_shard(path, samples)
     with tempfile.TemporaryDirectory(prefix="ssga-") as d:
         local = os.path.join(d, os.path.basename(path))
         n = write_shard(local, samples)
         with open(local, "rb") as f:
-            remote_io.write_bytes(path, f.read())
+            fs.write_bytes(path, f.read())
     return n

@@ -1,6 +1,4 @@
-"""Pseudo-label gallery: what the current labels are, who made them, how good they are, and the run on them.
-
-    python -m pipelines.gallery --data DATA [--run RUN] [--out DATA/gallery] [--max-images 24]
+"""The gallery page: what the current labels are, who made them, how good they are, and the run on them.
 
 The labels shown are the current ones (``DATA/labels/CURRENT``); their manifest names the teacher,
 its precision/recall against the ground truth, the region shards and the teacher output they came
@@ -9,18 +7,16 @@ checked against them: a run trained on other labels — the teacher changed sinc
 the page and in the log, and its loss plot is titled with the labels and teacher it was trained on.
 
 Writes ``OUT/index.html``: one card per image with its captions and one panel per phrase (drawing in
-:mod:`pipelines.gallery_draw`: detector regions grey, ground-truth boxes blue, matched regions green
+:mod:`pipelines.gallery.draw`: detector regions grey, ground-truth boxes blue, matched regions green
 when right and red when wrong, teacher boxes dashed orange on top with their scores), and
 ``OUT/losses.png``. Only the first ``--max-images`` images (by id) are drawn.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +25,16 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipelines.captions import read_captions
-from pipelines.flickr30k import Flickr30kError, Flickr30kGroundTruth
-from pipelines.gallery_draw import BLUE, GREEN, GREY, ORANGE, PURPLE, RED, SCALE, draw_phrase, plot_losses, region_verdicts
-from pipelines.quality import gt_alignment
+from pipelines.formats.captions import read_captions
+from pipelines.formats.flickr30k import Flickr30kError, Flickr30kGroundTruth
+from pipelines.gallery.draw import BLUE, GREEN, GREY, ORANGE, PURPLE, RED, SCALE, draw_phrase, plot_losses, region_verdicts
+from pipelines.stages.quality import gt_alignment
 from pipelines.teachers.oracle import caption_index
 from schemas.arrow import teacher_from_row
 from schemas.manifest import current_output, read_manifest
 from schemas.records import ImageLabels, TeacherRecord
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions, list_shards
+from ssga_io import atomic
 
 __all__ = ["GREEN", "GREY", "ORANGE", "RED", "BLUE", "GalleryError", "build_gallery", "draw_phrase", "current_labels", "run_provenance"]
 log = logging.getLogger("pipelines.gallery")
@@ -173,7 +170,7 @@ def _image_paths(labels: Labels, corpus: Path | None, image_ids: set[str]) -> di
     """Local image file per id: ``CORPUS/images/<id>.*``, else the url of its caption as the teacher resolved it."""
     if corpus is not None:
         return {i: p for i in image_ids for p in sorted((corpus / "images").glob(f"{i}.*"))[:1]}
-    from pipelines.teacher_stage import MakeTeacherInputs  # the teacher stage's rule for a caption's url
+    from pipelines.stages.teacher import MakeTeacherInputs  # the teacher stage's rule for a caption's url
 
     captions = labels.config.get("captions", "")
     resolve = MakeTeacherInputs(os.path.dirname(captions), labels.config.get("images", "")).image_path
@@ -326,32 +323,6 @@ figcaption{{font-size:12px;max-width:{PANEL_WIDTH}px}} .cap{{margin:.5em 0 .2em;
 </body></html>
 """
     index = out / "index.html"
-    tmp = out / f".index.html.tmp-{os.getpid()}"
-    tmp.write_text(page)
-    os.replace(tmp, index)
+    atomic.write_text(index, page)
     log.info("gallery: %d images → %s", len(cards), index)
     return index
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.gallery", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="data root of a DAG run (holds labels/CURRENT)")
-    ap.add_argument("--run", default="", help="trainer run directory (losses.jsonl); default: a run on the current labels, else the DAG's last run")
-    ap.add_argument("--out", default="", help="output directory (default DATA/gallery)")
-    ap.add_argument("--corpus", default="", help="corpus with images/<image_id>.* (default: the caption urls, as the teacher read them)")
-    ap.add_argument("--max-images", type=int, default=24)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    data = Path(args.data)
-    run = Path(args.run) if args.run else None
-    if run is not None and not run.is_dir():
-        sys.exit(f"gallery: --run {run}: no such run directory")
-    try:
-        index = build_gallery(data, run, Path(args.out) if args.out else data / "gallery", Path(args.corpus) if args.corpus else None, args.max_images)
-    except GalleryError as e:
-        sys.exit(f"gallery: {e}")
-    print(index)
-
-
-if __name__ == "__main__":
-    main()

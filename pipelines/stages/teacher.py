@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from pipelines import remote_io
-from pipelines.captions import caption_sort_key
+from ssga_io import fs
+from pipelines.formats.captions import caption_sort_key
 from pipelines.teachers import REGISTRY, Teacher, TeacherInput, build_teacher
 from schemas.manifest import dead_letter
 from schemas.records import PhraseRecord, TeacherBox, TeacherRecord, teacher_problem
@@ -105,8 +105,8 @@ class MakeTeacherInputs(beam.DoFn):
 
     def image_path(self, url: str) -> str:
         if self.images_dir:
-            return remote_io.join(self.images_dir, os.path.basename(url.split("?", 1)[0]))
-        return url if os.path.isabs(url) or "://" in url else remote_io.join(self.images_root, url)
+            return fs.join(self.images_dir, os.path.basename(url.split("?", 1)[0]))
+        return url if os.path.isabs(url) or "://" in url else fs.join(self.images_root, url)
 
     def process(self, item):
         image_id, group = item

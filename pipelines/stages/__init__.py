@@ -1,0 +1,1 @@
+"""The label stages, one module each, in flow order: ``phrases`` (spaCy) → ``teacher`` (RunInference) → ``match`` (IoU) → ``labels`` (label shards); ``regions`` holds the region-ingest transforms; ``stage_io`` the Beam reads/writes they share; ``quality`` precision/recall against ground truth."""

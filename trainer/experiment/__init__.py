@@ -1,0 +1,1 @@
+"""The data-efficiency grid (``python -m trainer.experiment``): ``config`` (settings), ``corpus`` (data through the pipelines' CLIs), ``jobs`` (runs, cache, job runner), ``stats`` (gains, verdict), ``report`` (Markdown, plot), ``cli``."""

@@ -1,0 +1,96 @@
+"""The data-efficiency grid: does grounding alignment from pseudo labels help downstream, more so with less data?
+
+    python -m trainer.experiment --work runs/experiment            # the default grid (make experiment)
+    python -m trainer.experiment --work W --variants none,phrase --seeds 0 --pretrain-steps 50   # smaller
+
+Grid: pre-training variant × pre-training data × fine-tuning data × seed, on the synthetic corpus.
+
+| variant | TrainConfig |
+|---|---|
+| ``none`` | ``lambda_gnd 0`` (no grounding loss), 5-d location |
+| ``token`` | ``lambda_gnd 20``, ``phrase_repr mean`` (token level), 5-d location |
+| ``phrase`` | ``lambda_gnd 20``, ``phrase_repr lstm`` (phrase level), 5-d location |
+| ``phrase_spe`` | ``lambda_gnd 20``, ``phrase_repr lstm``, ``location spe`` |
+| ``scratch`` (optional) | no pre-training at all (random init, 5-d location): the floor |
+
+Data, all produced here by the project's own CLIs (subprocesses, so the trainer never imports
+``pipelines``), under ``WORK/data``:
+
+- a *pre-training* corpus (``--pretrain-images``, generator seed ``--corpus-seed``) → region shards →
+  pseudo labels from ``--teacher``. Pre-training data 1/8 = the pseudo labels of a seeded 1/8 of its
+  images (the label pipeline runs on those images' captions; the other images get empty label
+  samples, which the trainer skips). The subset is fixed by ``--corpus-seed``, not the run seed.
+  Every pre-training run takes the same number of steps (same compute; the 1/8 runs repeat data).
+- a disjoint *downstream* corpus (``--rec-images``, seed ``--corpus-seed + 1``) whose REFER
+  expressions and region shards feed :mod:`trainer.finetune_rec`; fine-tuning 1/8 = a seeded 1/8 of
+  its train expressions (seeded by the run seed), same number of steps.
+
+Outputs in ``WORK``: ``results.csv`` (one row per fine-tuning run), ``results.md`` (mean ± std over
+seeds per cell, gains over ``none``, the verdict, pseudo-label precision/recall), ``results.png``.
+Finished runs are reused on a re-run when their settings are the same (``spec.json`` in each run
+directory: the command, and for a fine-tuning its pre-training's command); a run made with other
+settings is removed and redone.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from trainer.experiment.config import ExperimentConfig, VARIANTS
+from trainer.experiment.jobs import run_grid
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split(",") if x]
+
+
+def parse_args(argv: list[str] | None = None) -> ExperimentConfig:
+    d = ExperimentConfig()
+    ap = argparse.ArgumentParser(prog="python -m trainer.experiment", description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default=d.work, help="work directory (data, runs, results)")
+    ap.add_argument("--variants", default=",".join(d.variants), help=f"comma list of {list(VARIANTS)[:4]}")
+    ap.add_argument("--pretrain-fractions", default="1,0.125")
+    ap.add_argument("--finetune-fractions", default="1,0.125")
+    ap.add_argument("--seeds", default=",".join(map(str, d.seeds)))
+    ap.add_argument("--no-scratch", dest="scratch", action="store_false", help="leave out the no-pre-training floor")
+    ap.add_argument("--corpus-seed", type=int, default=d.corpus_seed)
+    ap.add_argument("--pretrain-images", type=int, default=d.pretrain_images)
+    ap.add_argument("--rec-images", type=int, default=d.rec_images)
+    ap.add_argument("--feature-dim", type=int, default=d.feature_dim)
+    ap.add_argument("--teacher", default=d.teacher, help="label pipeline teacher (simulated, tag_similarity, oracle, ...)")
+    ap.add_argument("--teacher-arg", action="append", default=None, metavar="K=V", help="teacher parameter, repeatable (default: miss_rate=0.2 false_rate=0.3 for simulated)")
+    ap.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps)
+    ap.add_argument("--pretrain-batch", type=int, default=d.pretrain_batch)
+    ap.add_argument("--pretrain-lr", type=float, default=d.pretrain_lr)
+    ap.add_argument("--finetune-steps", type=int, default=d.finetune_steps)
+    ap.add_argument("--finetune-batch", type=int, default=d.finetune_batch)
+    ap.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
+    ap.add_argument("--finetune-head", default=d.finetune_head, choices=("grounding", "linear"),
+                    help="REC region scorer: the pre-trained grounding head (expression as phrase) or ViLBERT's new linear head")
+    ap.add_argument("--hidden-size", type=int, default=d.hidden_size)
+    ap.add_argument("--num-layers", type=int, default=d.num_layers)
+    ap.add_argument("--model", default=d.model, choices=("single", "dual"))
+    ap.add_argument("--pretrain-arg", action="append", default=[], metavar="FLAG", help="extra trainer.train argument, repeatable (e.g. --pretrain-arg=--text-init --pretrain-arg=minilm)")
+    ap.add_argument("--jobs", type=int, default=d.jobs, help="runs in parallel")
+    ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
+    a = ap.parse_args(argv)
+    teacher_args = a.teacher_arg if a.teacher_arg is not None else (d.teacher_args if a.teacher == "simulated" else [])
+    return ExperimentConfig(
+        work=a.work, variants=[v for v in a.variants.split(",") if v], pretrain_fractions=_floats(a.pretrain_fractions),
+        finetune_fractions=_floats(a.finetune_fractions), seeds=[int(s) for s in a.seeds.split(",") if s], scratch=a.scratch,
+        corpus_seed=a.corpus_seed, pretrain_images=a.pretrain_images, rec_images=a.rec_images, feature_dim=a.feature_dim,
+        teacher=a.teacher, teacher_args=teacher_args, pretrain_steps=a.pretrain_steps, pretrain_batch=a.pretrain_batch,
+        pretrain_lr=a.pretrain_lr, finetune_steps=a.finetune_steps, finetune_batch=a.finetune_batch, finetune_lr=a.finetune_lr, finetune_head=a.finetune_head,
+        hidden_size=a.hidden_size, num_layers=a.num_layers, model=a.model, extra_pretrain_args=a.pretrain_arg, jobs=a.jobs, device=a.device,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    md = run_grid(parse_args(args), shlex.join(["python", "-m", "trainer.experiment", *args]))
+    print(md.read_text())
+
+

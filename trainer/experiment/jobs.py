@@ -1,0 +1,166 @@
+"""The grid's runs: their commands, the cache of finished runs (``spec.json``), and the parallel job runner."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from trainer.experiment.config import ExperimentConfig, VARIANTS
+from trainer.experiment.corpus import fraction_name, run_logged, label_quality, make_corpus, make_labels, make_regions, subset_captions
+from trainer.experiment.report import plot, write_markdown
+from trainer.experiment.stats import collect, verdict, write_csv
+
+log = logging.getLogger("trainer.experiment")
+
+
+def pretrain_cmd(cfg: ExperimentConfig, variant: str, regions: Path, labels: Path, out: Path, seed: int, threads: int) -> list[str]:
+    v = VARIANTS[variant]
+    return [sys.executable, "-m", "trainer.train", "--regions", str(regions), "--labels", str(labels), "--out", str(out),
+            "--steps", str(cfg.pretrain_steps), "--batch-size", str(cfg.pretrain_batch), "--lr", str(cfg.pretrain_lr),
+            "--warmup-steps", str(max(1, cfg.pretrain_steps // 10)), "--seed", str(seed), "--model", cfg.model,
+            "--hidden-size", str(cfg.hidden_size), "--num-layers", str(cfg.num_layers),
+            "--lambda-gnd", str(v["lambda_gnd"]), "--phrase-repr", v["phrase_repr"], "--location", v["location"],
+            "--num-workers", "0", "--cpu-threads", str(threads), "--ckpt-every", str(max(1, cfg.pretrain_steps)), "--keep-ckpts", "1",
+            "--log-every", "50", "--progress", "false", "--device", cfg.device, *cfg.extra_pretrain_args]
+
+
+def finetune_cmd(cfg: ExperimentConfig, init: str, refer: Path, regions: Path, out: Path, fraction: float, seed: int, threads: int,
+                 model_config: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "trainer.finetune_rec", "--refer", str(refer), "--regions", str(regions), "--init", init, "--out", str(out),
+           "--train-fraction", str(fraction), "--seed", str(seed), "--steps", str(cfg.finetune_steps), "--batch-size", str(cfg.finetune_batch),
+           "--lr", str(cfg.finetune_lr), "--head", cfg.finetune_head, "--cpu-threads", str(threads), "--device", cfg.device, "--no-progress"]
+    return cmd + (["--model-config", str(model_config)] if model_config else [])
+
+
+def _pretrain_done(out: Path, steps: int) -> bool:
+    p = out / "latest.json"
+    return p.exists() and json.loads(p.read_text()).get("step") == steps
+
+
+def run_spec(cmd: list[str], work: Path) -> list[str]:
+    """What makes a run what it is: its command without the interpreter and the thread count, with
+    paths inside ``work`` written as ``<work>/…`` so that a copied or moved work directory keeps its runs."""
+    spec = [a.replace(str(work), "<work>") for a in cmd[1:]]
+    if "--cpu-threads" in spec:
+        i = spec.index("--cpu-threads")
+        del spec[i : i + 2]
+    return spec
+
+
+def needs_run(cmd: list[str], work: Path, out: Path, complete: bool, upstream: Path | None = None) -> bool:
+    """Whether ``cmd`` must run into ``out``: not when a complete run of the same spec is there.
+
+    ``upstream``: the run directory this one starts from (a fine-tuning's pre-training run); its
+    spec is part of this one's, so a redone pre-training redoes the fine-tunings made from it.
+
+    A run directory made by another spec (other steps, learning rate, head, data…) is removed first,
+    so a changed flag can never reuse a stale result, nor resume a checkpoint of other settings. A
+    partial run of the same spec is kept: the trainer resumes it exactly.
+    """
+    spec_file = out / "spec.json"
+    spec = run_spec(cmd, work) + ([] if upstream is None else json.loads((upstream / "spec.json").read_text()))
+    if spec_file.exists() and json.loads(spec_file.read_text()) == spec:
+        return not complete
+    if out.exists():
+        log.info("%s: made with other settings, redoing it", out)
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    spec_file.write_text(json.dumps(spec, indent=1) + "\n")
+    return True
+
+
+def run_grid(cfg: ExperimentConfig, command: str = "") -> Path:
+    """Everything: data, pre-training, fine-tuning, tables and plot. Returns ``WORK/results.md``."""
+    t0 = time.perf_counter()
+    work = Path(cfg.work)
+    data, logs = work / "data", work / "logs"
+    threads = max(1, (os.cpu_count() or 1) // max(1, cfg.jobs))
+    bad = [v for v in cfg.variants if v not in VARIANTS or v == "scratch"]
+    if bad:
+        raise ValueError(f"unknown variant(s) {bad}; choose from {[v for v in VARIANTS if v != 'scratch']} (scratch: --scratch)")
+    if "none" not in cfg.variants:
+        log.warning("variant 'none' is not in the grid: gains over it cannot be computed")
+
+    log.info("data: corpora, region shards, pseudo labels (%s teacher)", cfg.teacher)
+    pre_corpus = make_corpus(data / "pretrain_corpus", cfg.pretrain_images, cfg.corpus_seed, cfg.feature_dim, logs)
+    rec_corpus = make_corpus(data / "rec_corpus", cfg.rec_images, cfg.corpus_seed + 1, cfg.feature_dim, logs)
+    pre_regions = make_regions(pre_corpus, data / "pretrain_regions", logs)
+    rec_regions = make_regions(rec_corpus, data / "rec_regions", logs)
+    labels, quality = {}, {}
+    for pf in cfg.pretrain_fractions:
+        name = fraction_name(pf)
+        caps = pre_corpus / "captions.tsv" if pf == 1.0 else subset_captions(
+            pre_corpus / "captions.tsv", pf, cfg.corpus_seed, data / f"captions_{name}" / "captions.tsv")
+        labels[pf] = make_labels(pre_corpus, pre_regions, caps, data / f"labels_{name}", cfg, logs)
+        quality[pf] = label_quality(labels[pf])
+    t_data = time.perf_counter() - t0
+
+    log.info("pre-training: %d variants x %d data fractions x %d seeds", len(cfg.variants), len(cfg.pretrain_fractions), len(cfg.seeds))
+    pre_jobs = []
+    for v in cfg.variants:
+        for pf in cfg.pretrain_fractions:
+            for s in cfg.seeds:
+                out = work / "pretrain" / f"{v}_p{fraction_name(pf)}_s{s}"
+                cmd = pretrain_cmd(cfg, v, pre_regions, labels[pf], out, s, threads)
+                if needs_run(cmd, work, out, _pretrain_done(out, cfg.pretrain_steps)):
+                    pre_jobs.append((cmd, out / "run.log"))
+    _run_all(pre_jobs, cfg.jobs, "pretrain")
+    t_pre = time.perf_counter() - t0 - t_data
+
+    log.info("fine-tuning and evaluation")
+    ft_jobs, runs = [], []
+    scratch_cfg = work / "pretrain" / "scratch_config.json"
+    if cfg.scratch:
+        scratch_cfg.parent.mkdir(parents=True, exist_ok=True)
+        scratch_cfg.write_text(json.dumps({"model": cfg.model, "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+                                           "location": VARIANTS["scratch"]["location"]}, indent=2) + "\n")
+    for ff in cfg.finetune_fractions:
+        for s in cfg.seeds:
+            cells = [(v, pf) for v in cfg.variants for pf in cfg.pretrain_fractions] + ([("scratch", 0.0)] if cfg.scratch else [])
+            for v, pf in cells:
+                tag = f"{v}_p{fraction_name(pf) if v != 'scratch' else 'none'}_f{fraction_name(ff)}_s{s}"
+                out = work / "finetune" / tag
+                init = "none" if v == "scratch" else str(work / "pretrain" / f"{v}_p{fraction_name(pf)}_s{s}")
+                runs.append({"variant": v, "pretrain_fraction": pf, "finetune_fraction": ff, "seed": s, "dir": out})
+                cmd = finetune_cmd(cfg, init, rec_corpus / "refer", rec_regions, out, ff, s, threads, scratch_cfg if v == "scratch" else None)
+                upstream = None if v == "scratch" else Path(init)
+                if needs_run(cmd, work, out, (out / "results.json").exists(), upstream):
+                    ft_jobs.append((cmd, out / "run.log"))
+    _run_all(ft_jobs, cfg.jobs, "finetune")
+    t_ft = time.perf_counter() - t0 - t_data - t_pre
+
+    rows = collect(runs)
+    write_csv(rows, work / "results.csv")
+    timing = {"data_s": round(t_data, 1), "pretrain_s": round(t_pre, 1), "finetune_s": round(t_ft, 1), "total_s": round(time.perf_counter() - t0, 1),
+              "pretrain_runs": len(pre_jobs), "finetune_runs": len(ft_jobs)}
+    previous = work / "experiment.json"
+    if not pre_jobs and not ft_jobs and previous.exists():  # everything reused: keep the timing of the run that did the work
+        timing = {**json.loads(previous.read_text())["timing"], "reused": True}
+    plot(rows, cfg, work / "results.png")
+    verdict_text, verdict_nums = verdict(rows, cfg)
+    md = write_markdown(rows, cfg, quality, timing, verdict_text, work / "results.md", command)
+    (work / "experiment.json").write_text(json.dumps({"config": asdict(cfg), "timing": timing, "label_quality": {str(k): v for k, v in quality.items()},
+                                                      "verdict": verdict_nums},
+                                                     indent=2, sort_keys=True) + "\n")
+    log.info("wrote %s, %s, %s in %.0f s", work / "results.md", work / "results.csv", work / "results.png", timing["total_s"])
+    return md
+
+
+def _run_all(jobs: list[tuple[list[str], Path]], parallel: int, what: str) -> None:
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool, tqdm(total=len(jobs), desc=what, unit="run", dynamic_ncols=True) as bar:
+        futures = [pool.submit(run_logged, cmd, lf) for cmd, lf in jobs]
+        for f in futures:
+            f.result()  # re-raises the first failure with its log tail
+            bar.update(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results

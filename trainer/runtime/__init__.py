@@ -1,0 +1,1 @@
+"""What every training loop shares: checkpoints (``checkpoint``), optimiser and learning-rate schedule (``optim``), devices (``device``)."""

@@ -1,0 +1,82 @@
+"""REC examples: tokenised expression + proposals + target (the best-IoU proposal), batching, the train subset, the swapped-text control."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from schemas.boxes import box_iou
+from schemas.records import RegionRecord
+from trainer.tasks.rec.refer import Expression
+
+
+def make_examples(expressions: list[Expression], proposals: dict[str, RegionRecord], tokenizer, max_len: int) -> list[dict[str, Any]]:
+    """Tokenised text, relative proposal boxes and the training target of each expression."""
+    out = []
+    for e in expressions:
+        rec = proposals[e.image_id]
+        wh = np.array([rec.image_w, rec.image_h] * 2, dtype=np.float32)
+        ious = box_iou(rec.boxes, e.gt_box[None])[:, 0]
+        ids = tokenizer(e.text, truncation=True, max_length=max_len)["input_ids"]
+        out.append(
+            {
+                "expr": e,
+                "input_ids": np.asarray(ids, np.int64),
+                "feat": rec.features,
+                "boxes": np.clip(rec.boxes / wh, 0.0, 1.0),
+                "target": int(ious.argmax()),
+            }
+        )
+    return out
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    b = len(examples)
+    t = max(ex["input_ids"].size for ex in examples)
+    r = max(ex["feat"].shape[0] for ex in examples)
+    d = examples[0]["feat"].shape[1]
+    out = {
+        "input_ids": torch.zeros(b, t, dtype=torch.long),
+        "text_mask": torch.zeros(b, t, dtype=torch.bool),
+        "feat": torch.zeros(b, r, d, dtype=torch.float32),
+        "boxes": torch.zeros(b, r, 4),
+        "region_mask": torch.zeros(b, r, dtype=torch.bool),
+        "target": torch.tensor([ex["target"] for ex in examples], dtype=torch.long),
+    }
+    for i, ex in enumerate(examples):
+        n, nr = ex["input_ids"].size, ex["feat"].shape[0]
+        out["input_ids"][i, :n] = torch.from_numpy(ex["input_ids"])
+        out["text_mask"][i, :n] = True
+        out["feat"][i, :nr] = torch.from_numpy(ex["feat"].astype(np.float32))
+        out["boxes"][i, :nr] = torch.from_numpy(ex["boxes"])
+        out["region_mask"][i, :nr] = True
+    return out
+
+
+def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded ``fraction`` of ``n`` training expressions (at least one)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train fraction must lie in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return np.arange(n)
+    k = max(1, int(round(n * fraction)))
+    return np.sort(np.random.default_rng([seed, 0xF1E]).choice(n, size=k, replace=False))
+
+
+def swap_texts(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The control for "does the model read the expression?": each example with the text of another
+    expression of the same image that names a different object (the next such one in order, wrapping
+    round), its target unchanged. Examples whose image has no such expression are left out."""
+    by_image: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_image[ex["expr"].image_id].append(i)
+    out = []
+    for i, ex in enumerate(examples):
+        e = ex["expr"]
+        others = [j for j in by_image[e.image_id] if not np.array_equal(examples[j]["expr"].gt_box, e.gt_box)]
+        if others:
+            j = next((j for j in others if j > i), others[0])
+            out.append({**ex, "input_ids": examples[j]["input_ids"]})
+    return out
