@@ -134,7 +134,7 @@ KILLER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("stage,module", [("regions", "pipelines.regions"), ("labels", "pipelines.stages.labels")])
+@pytest.mark.parametrize("stage,module", [("regions", "pipelines.stages.regions"), ("labels", "pipelines.stages.labels")])
 def test_stage_killed_mid_write_leaves_no_manifest_and_rerun_equals_uninterrupted(first, corpus, tmp_path, stage, module):
     ref_data, ref = first
     data = tmp_path / "data"
