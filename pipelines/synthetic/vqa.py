@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.manifest import fingerprint
 from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.language import referring_expressions
 from pipelines.synthetic.scene import COLOURS, SHAPES, Scene, spatial_relation
@@ -250,7 +251,8 @@ def generate_vqa(out: str | os.PathLike, num_images: int, seed: int = 0, questio
     params = {"generator_version": GENERATOR_VERSION, "seed": seed, "num_images": num_images,
               "questions_per_image": questions_per_image, "val_fraction": val_fraction}  # fmt: skip
     manifest = {
-        "kind": KIND, **params, "counts": counts, "image_id": "COCO-style int = int(corpus image id), e.g. '000017' -> 17",
+        "kind": KIND, "fingerprint": fingerprint(params), **params, "counts": counts,
+        "image_id": "COCO-style int = int(corpus image id), e.g. '000017' -> 17",
         "files": {p.name: _digest(p) for p in sorted(tmp.iterdir())},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
