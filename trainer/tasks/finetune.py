@@ -66,6 +66,16 @@ def load_pretrained(cfg: TrainConfig, ckpt: Path | None, feat_dim: int, num_clas
     return model
 
 
+def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded ``fraction`` of ``n`` training examples (at least one)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train fraction must lie in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return np.arange(n)
+    k = max(1, int(round(n * fraction)))
+    return np.sort(np.random.default_rng([seed, 0xF1E]).choice(n, size=k, replace=False))
+
+
 def pick_device(name: str, cpu_threads: int = 0) -> torch.device:
     """``auto`` → CUDA when present; on CPU, ``cpu_threads`` threads (0: all cores)."""
     device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")

@@ -9,6 +9,7 @@ import torch
 
 from schemas.boxes import box_iou
 from schemas.records import RegionRecord
+from trainer.tasks.finetune import train_subset  # noqa: F401  (REC's API, the engine's rule)
 from trainer.tasks.rec.refer import Expression
 from trainer.tasks.regions import collate_inputs, relative_boxes
 
@@ -35,16 +36,6 @@ def make_examples(expressions: list[Expression], proposals: dict[str, RegionReco
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Padded encoder inputs plus the index of each expression's target proposal."""
     return {**collate_inputs(examples), "target": torch.tensor([ex["target"] for ex in examples], dtype=torch.long)}
-
-
-def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded ``fraction`` of ``n`` training expressions (at least one)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"train fraction must lie in (0, 1], got {fraction}")
-    if fraction == 1.0:
-        return np.arange(n)
-    k = max(1, int(round(n * fraction)))
-    return np.sort(np.random.default_rng([seed, 0xF1E]).choice(n, size=k, replace=False))
 
 
 def swap_texts(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
