@@ -27,7 +27,8 @@ class SentenceIndex:
         self.kind = ("ivf" if len(ids) > AUTO_IVF_ABOVE else "exact") if kind == "auto" else kind
         self.faiss_index = None
         if self.kind == "ivf":
-            self.faiss_index = _build_ivf(self.emb, nlist or max(1, int(4 * np.sqrt(len(ids)))), nprobe, seed)
+            # The quantizer is kept here: FAISS's Python index does not own it.
+            self.faiss_index, self._quantizer = _build_ivf(self.emb, nlist or max(1, int(4 * np.sqrt(len(ids)))), nprobe, seed)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,6 +62,4 @@ def _build_ivf(emb: np.ndarray, nlist: int, nprobe: int, seed: int):
     index.train(emb)
     index.add(emb)
     index.nprobe = min(nprobe, nlist)
-    index.quantizer_trains_alone = 0
-    index._ssga_quantizer = quantizer  # keep the quantizer alive as long as the index
-    return index
+    return index, quantizer
