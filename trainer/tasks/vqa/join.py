@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from schemas.image_ids import int_key, no_join_message
-from schemas.shards import REGION_PREFIX, iter_shard, list_shards, load_json
+from trainer.tasks.regions import RegionError
+from trainer.tasks.regions import region_image_ids as shared_region_image_ids
 from trainer.tasks.vqa.reader import VQAError
 
 JOIN_KEYS = ("auto", "int", "stem", "map")
@@ -34,10 +35,10 @@ def coco_file_stem(image_id: int, data_subtype: str) -> str:
 
 def region_image_ids(regions_dir: str | Path) -> list[str]:
     """The ``image_id`` of every region sample under ``regions_dir`` (its json members only)."""
-    shards = list_shards(regions_dir, REGION_PREFIX) or list_shards(Path(regions_dir) / REGION_PREFIX, REGION_PREFIX)
-    if not shards:
-        raise VQAError(f"{regions_dir}: no {REGION_PREFIX}-NNNNNN.tar shards")
-    return [str(load_json(m["json"], f"{p}:{k}")["image_id"]) for p in shards for k, m in iter_shard(p) if "json" in m]
+    try:
+        return shared_region_image_ids(regions_dir)
+    except RegionError as e:
+        raise VQAError(str(e)) from e
 
 
 def _region_index(region_ids: list[str], key: str) -> dict[str, str]:
