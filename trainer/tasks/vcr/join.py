@@ -47,11 +47,16 @@ def join_image_names(
     joined: dict[str, dict[str, str]] = {}
     tried: dict[str, list[str]] = {}
     for m in modes:
-        index = {r: r for r in rids} if m == "map" else _region_index(rids, m)
+        try:
+            index = {r: r for r in rids} if m == "map" else _region_index(rids, m)
+        except JoinError:
+            if len(modes) == 1:
+                raise
+            continue  # auto: a key under which region ids collide cannot be the right one
         keys = {s: image_key(s, "stem" if m == "map" else m, id_map if m == "map" else None) for s in stems}
         joined[m] = {s: index[k] for s, k in keys.items() if k is not None and k in index}
         tried[m] = sorted(k for k in keys.values() if k is not None)[:3]
-    best = max(joined, key=lambda m: len(joined[m]))
-    if not joined[best]:
+    best = max(joined, key=lambda m: len(joined[m]), default="")
+    if not best or not joined[best]:
         raise JoinError(no_join_message(what, tried, rids, regions))
     return joined[best], best
