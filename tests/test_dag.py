@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.dag import DagConfig, labels_dag, label_config, loss_summary, parse_args, summary
-from pipelines.label_pipeline import current_dir, plan_labels
+from pipelines.label_plan import current_dir, plan_labels
 from schemas.manifest import MANIFEST_NAME, read_manifest, reconciles
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_shard, list_shards
 
@@ -134,7 +134,7 @@ KILLER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("stage,module", [("regions", "pipelines.regions"), ("labels", "pipelines.stages.labels")])
+@pytest.mark.parametrize("stage,module", [("regions", "pipelines.stages.regions"), ("labels", "pipelines.stages.labels")])
 def test_stage_killed_mid_write_leaves_no_manifest_and_rerun_equals_uninterrupted(first, corpus, tmp_path, stage, module):
     ref_data, ref = first
     data = tmp_path / "data"
