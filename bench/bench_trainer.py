@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
-from schemas.shards import decode_labels, decode_region, iter_shard, list_shards
+from schemas.shards import decode_labels, decode_region, iter_shard
+
+from schemas.discovery import list_shards
 from trainer.config import TrainConfig
 from trainer.data.chain import add_targets, label_shard_for, make_loader
 from trainer.data.masking import IGNORE

@@ -13,6 +13,7 @@ from pipelines.stages.match import DEFAULT_IOU_THRESHOLD, check_threshold
 from pipelines.stages.phrases import PhraseConfig
 from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_max_reject
 from pipelines.teachers import DEFAULT_TEACHER, REGISTRY, build_teacher
+from schemas.discovery import current_output
 from schemas.manifest import CURRENT_NAME, fingerprint, read_manifest
 
 STAGES = ("phrases", "teacher", "labels")
@@ -96,10 +97,10 @@ def stage_dirs(out: str, fps: dict[str, str]) -> dict[str, str]:
 
 def current_dir(out: str, stage: str) -> str:
     """The output directory of ``stage`` that the last successful run of ``OUT`` published."""
-    pointer = fs.join(out, stage, CURRENT_NAME)
-    if not fs.exists(pointer):
-        raise FileNotFoundError(f"{pointer}: no completed {stage} stage under {out}")
-    return fs.join(out, stage, fs.read_text(pointer).strip())
+    published = current_output(fs.join(out, stage))
+    if published is None:
+        raise FileNotFoundError(f"{fs.join(out, stage, CURRENT_NAME)}: no completed {stage} stage under {out}")
+    return published
 
 
 def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:

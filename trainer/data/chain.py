@@ -37,9 +37,11 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from schemas.manifest import current_output, read_manifest
+from schemas.manifest import read_manifest
+
 from schemas.records import labels_problem, region_problem
-from schemas.shards import LABEL_PREFIX, REGION_PREFIX, ShardError, decode_labels, decode_region, iter_shard, list_shards
+from schemas.shards import LABEL_PREFIX, REGION_PREFIX, ShardError, decode_labels, decode_region, iter_shard
+from schemas.discovery import list_shards, shard_dir
 from trainer.config import TrainConfig
 from trainer.data.masking import IGNORE, mask_regions as pick_masked_regions, mask_tokens
 from trainer.data.sampling import SamplerConfig, sample_pairs as sample_example_pairs
@@ -85,22 +87,9 @@ class SkipCounter:
 # Shards
 
 
-def shard_dir(directory: str | Path, prefix: str) -> Path:
-    """The directory holding ``<prefix>-NNNNNN.tar``: ``directory`` itself or its ``<prefix>/`` child.
-
-    The label pipeline publishes ``OUT/labels/<fingerprint>/labels-*.tar`` and names the current one in
-    ``OUT/labels/CURRENT``, so ``--labels OUT``, ``--labels OUT/labels`` and ``--labels OUT/labels/<fp>`` work.
-    """
-    candidates = [Path(directory), Path(directory) / prefix]
-    candidates += [c for c in map(current_output, candidates) if c is not None]
-    for d in candidates:
-        if list_shards(d, prefix):
-            return d
-    raise FileNotFoundError(f"{directory}: no {prefix}-NNNNNN.tar shards (nor in {Path(directory) / prefix})")
-
-
 def region_shards(regions_dir: str | Path) -> list[str]:
-    return [str(p) for p in list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)]
+    """The region shards a user named (:func:`schemas.discovery.shard_dir`), in index order."""
+    return list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)
 
 
 def stale_labels_problem(regions_dir: str | Path, labels_dir: str | Path) -> str | None:
@@ -121,7 +110,7 @@ def stale_labels_problem(regions_dir: str | Path, labels_dir: str | Path) -> str
     claimed = lm.get("regions_fingerprint")
     if claimed is None and lm.get("regions"):
         try:
-            source = read_manifest(lm["regions"]) if Path(lm["regions"]).resolve() != rdir.resolve() else None
+            source = read_manifest(lm["regions"]) if Path(lm["regions"]).resolve() != Path(rdir).resolve() else None
         except (OSError, ValueError):  # another machine's path, or a remote URL: not readable here
             source = None
         claimed = source.get("fingerprint") if source else None

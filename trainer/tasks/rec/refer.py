@@ -34,7 +34,8 @@ import numpy as np
 from schemas.boxes import box_problem, xywh_to_xyxy
 from schemas.image_ids import IMAGE_ID_MODES, file_stem, image_key, no_join_message, parse_id_map
 from schemas.records import RegionRecord, region_problem
-from schemas.shards import REGION_PREFIX, ShardError, iter_regions, list_shards
+from schemas.shards import REGION_PREFIX, ShardError, iter_regions
+from schemas.discovery import list_shards, shard_dir
 from ssga_io.security import PICKLE_RISK
 
 log = logging.getLogger(__name__)
@@ -156,9 +157,10 @@ def read_proposals(regions_dir: str | Path, max_regions: int = 36, image_ids: se
 
     Only images in ``image_ids`` are kept in memory when it is given.
     """
-    shards = list_shards(regions_dir, REGION_PREFIX) or list_shards(Path(regions_dir) / REGION_PREFIX, REGION_PREFIX)
-    if not shards:
-        raise ReferError(f"{regions_dir}: no {REGION_PREFIX}-NNNNNN.tar shards")
+    try:
+        shards = _region_shards(regions_dir)
+    except FileNotFoundError as e:
+        raise ReferError(str(e)) from e
     out: dict[str, RegionRecord] = {}
     for path in shards:
         try:
@@ -188,10 +190,18 @@ def check_joined(
         )
 
 
+def _region_shards(regions_dir: str | Path) -> list[str]:
+    """The region shards the user named: the directory, its ``regions/`` child, or what a CURRENT pointer names."""
+    return list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)
+
+
 def _region_ids(regions_dir: str | Path) -> list[str]:
     from schemas.shards import iter_shard, load_json
 
-    shards = list_shards(regions_dir, REGION_PREFIX) or list_shards(Path(regions_dir) / REGION_PREFIX, REGION_PREFIX)
+    try:
+        shards = _region_shards(regions_dir)
+    except FileNotFoundError:
+        shards = []
     return [load_json(m["json"], f"{p}:{k}")["image_id"] for p in shards for k, m in iter_shard(p) if "json" in m]
 
 
