@@ -22,8 +22,8 @@ def pipeline_args(beam_args: list[str] | None, local_mode: str = MULTI_PROCESSIN
     cannot. The running mode is the user's ``--direct_running_mode`` or else ``local_mode``, whose
     choice is the stage's: the label stages run spaCy and a teacher model per record, CPU bound, so
     ``multi_processing`` with one worker process per core (unless ``--direct_num_workers`` says how
-    many); region ingest is I/O bound and cheap per record, so ``in_memory`` (one process, no
-    worker start-up and no pickling between processes).
+    many); region ingest is I/O bound and cheap per record, so ``in_memory`` (one process, no worker
+    start-up, no pickling between processes), as is retrieval (``pipelines.retrieval.run``, in-process by its author's choice).
     """
     args = list(beam_args or [])
     if has_runner(args):

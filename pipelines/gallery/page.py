@@ -32,10 +32,9 @@ from pipelines.stages.quality import gt_alignment
 from pipelines.teachers.oracle import caption_index
 from schemas.arrow import teacher_from_row
 from schemas.manifest import read_manifest
-from schemas.discovery import current_output
 from schemas.records import ImageLabels, TeacherRecord
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions
-from schemas.discovery import list_shards
+from schemas.discovery import current_output, list_shards
 from ssga_io import atomic
 
 __all__ = ["GREEN", "GREY", "ORANGE", "RED", "BLUE", "GalleryError", "build_gallery", "draw_phrase", "current_labels", "run_provenance"]

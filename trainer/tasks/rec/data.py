@@ -9,7 +9,9 @@ import torch
 
 from schemas.boxes import box_iou
 from schemas.records import RegionRecord
+from trainer.tasks.finetune import train_subset  # noqa: F401  (REC's API, the engine's rule)
 from trainer.tasks.rec.refer import Expression
+from trainer.tasks.regions import collate_inputs, relative_boxes
 
 
 def make_examples(expressions: list[Expression], proposals: dict[str, RegionRecord], tokenizer, max_len: int) -> list[dict[str, Any]]:
@@ -17,7 +19,6 @@ def make_examples(expressions: list[Expression], proposals: dict[str, RegionReco
     out = []
     for e in expressions:
         rec = proposals[e.image_id]
-        wh = np.array([rec.image_w, rec.image_h] * 2, dtype=np.float32)
         ious = box_iou(rec.boxes, e.gt_box[None])[:, 0]
         ids = tokenizer(e.text, truncation=True, max_length=max_len)["input_ids"]
         out.append(
@@ -25,7 +26,7 @@ def make_examples(expressions: list[Expression], proposals: dict[str, RegionReco
                 "expr": e,
                 "input_ids": np.asarray(ids, np.int64),
                 "feat": rec.features,
-                "boxes": np.clip(rec.boxes / wh, 0.0, 1.0),
+                "boxes": relative_boxes(rec),
                 "target": int(ious.argmax()),
             }
         )
@@ -33,36 +34,8 @@ def make_examples(expressions: list[Expression], proposals: dict[str, RegionReco
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    b = len(examples)
-    t = max(ex["input_ids"].size for ex in examples)
-    r = max(ex["feat"].shape[0] for ex in examples)
-    d = examples[0]["feat"].shape[1]
-    out = {
-        "input_ids": torch.zeros(b, t, dtype=torch.long),
-        "text_mask": torch.zeros(b, t, dtype=torch.bool),
-        "feat": torch.zeros(b, r, d, dtype=torch.float32),
-        "boxes": torch.zeros(b, r, 4),
-        "region_mask": torch.zeros(b, r, dtype=torch.bool),
-        "target": torch.tensor([ex["target"] for ex in examples], dtype=torch.long),
-    }
-    for i, ex in enumerate(examples):
-        n, nr = ex["input_ids"].size, ex["feat"].shape[0]
-        out["input_ids"][i, :n] = torch.from_numpy(ex["input_ids"])
-        out["text_mask"][i, :n] = True
-        out["feat"][i, :nr] = torch.from_numpy(ex["feat"].astype(np.float32))
-        out["boxes"][i, :nr] = torch.from_numpy(ex["boxes"])
-        out["region_mask"][i, :nr] = True
-    return out
-
-
-def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded ``fraction`` of ``n`` training expressions (at least one)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"train fraction must lie in (0, 1], got {fraction}")
-    if fraction == 1.0:
-        return np.arange(n)
-    k = max(1, int(round(n * fraction)))
-    return np.sort(np.random.default_rng([seed, 0xF1E]).choice(n, size=k, replace=False))
+    """Padded encoder inputs plus the index of each expression's target proposal."""
+    return {**collate_inputs(examples), "target": torch.tensor([ex["target"] for ex in examples], dtype=torch.long)}
 
 
 def swap_texts(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.models import build_model
 from trainer.models.heads import GroundingHead
-from trainer.runtime.checkpoint import load_checkpoint
+from trainer.tasks.finetune import load_pretrained
 
 HEADS = ("linear", "grounding")
 
@@ -48,10 +47,5 @@ def build_rec_model(cfg: TrainConfig, ckpt: Path | None, feat_dim: int, num_clas
     """Build the pre-training model class, load the checkpoint into it, keep its encoder (and grounding head)."""
     if head not in HEADS:
         raise ValueError(f"REC head {head!r} is not one of {HEADS}")
-    model = build_model(cfg, feat_dim, num_classes, vocab)
-    if ckpt is not None:
-        try:
-            load_checkpoint(ckpt, model)
-        except RuntimeError as e:  # shape mismatch: other feature width, class count or vocabulary
-            raise ValueError(f"{ckpt}: weights do not fit a model for these regions ({feat_dim}-d features, {num_classes} classes): {e}") from e
+    model = load_pretrained(cfg, ckpt, feat_dim, num_classes, vocab)
     return RECModel(model.encoder, dropout, model.grounding if head == "grounding" else None)

@@ -33,10 +33,9 @@ import numpy as np
 
 from schemas.boxes import box_problem, xywh_to_xyxy
 from schemas.image_ids import IMAGE_ID_MODES, file_stem, image_key, no_join_message, parse_id_map
-from schemas.records import RegionRecord, region_problem
-from schemas.shards import REGION_PREFIX, ShardError, iter_regions
-from schemas.discovery import list_shards, shard_dir
+from schemas.records import RegionRecord
 from ssga_io.security import PICKLE_RISK
+from trainer.tasks.regions import RegionError, read_regions, region_image_ids
 
 log = logging.getLogger(__name__)
 
@@ -155,27 +154,12 @@ def read_refer(refer_dir: str | Path, allow_pickle: bool = False, image_id: str 
 def read_proposals(regions_dir: str | Path, max_regions: int = 36, image_ids: set[str] | None = None) -> dict[str, RegionRecord]:
     """Region records by image_id (first ``max_regions`` boxes, as pre-training uses), validated.
 
-    Only images in ``image_ids`` are kept in memory when it is given.
+    Only images in ``image_ids`` are kept in memory when it is given (:func:`trainer.tasks.regions.read_regions`).
     """
     try:
-        shards = _region_shards(regions_dir)
-    except FileNotFoundError as e:
+        return read_regions(regions_dir, max_regions, image_ids)
+    except RegionError as e:
         raise ReferError(str(e)) from e
-    out: dict[str, RegionRecord] = {}
-    for path in shards:
-        try:
-            for key, rec in iter_regions(path):
-                if image_ids is not None and rec.image_id not in image_ids:
-                    continue
-                reason = region_problem(rec)
-                if reason:
-                    raise ReferError(f"{path}:{key}: {reason}")
-                n = min(rec.num_boxes, max_regions)
-                cls = None if rec.cls_prob is None else rec.cls_prob[:n]
-                out[rec.image_id] = RegionRecord(rec.image_id, rec.image_w, rec.image_h, rec.boxes[:n], rec.features[:n], cls)
-        except ShardError as e:
-            raise ReferError(str(e)) from e
-    return out
 
 
 def check_joined(
@@ -190,19 +174,11 @@ def check_joined(
         )
 
 
-def _region_shards(regions_dir: str | Path) -> list[str]:
-    """The region shards the user named: the directory, its ``regions/`` child, or what a CURRENT pointer names."""
-    return list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)
-
-
 def _region_ids(regions_dir: str | Path) -> list[str]:
-    from schemas.shards import iter_shard, load_json
-
     try:
-        shards = _region_shards(regions_dir)
-    except FileNotFoundError:
-        shards = []
-    return [load_json(m["json"], f"{p}:{k}")["image_id"] for p in shards for k, m in iter_shard(p) if "json" in m]
+        return region_image_ids(regions_dir)
+    except RegionError as e:
+        raise ReferError(str(e)) from e
 
 
 def join_refer(

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,11 +41,12 @@ import torch.nn.functional as F
 from ssga_io import atomic
 from ssga_io.security import PICKLE_RISK
 from trainer.data.text import load_tokenizer
-from trainer.tasks.finetune import fit, resolve_init
+from trainer.tasks.finetune import cli_main, fit, pick_device, resolve_init, run_settings
 from trainer.tasks.rec.data import collate, make_examples, train_subset
 from trainer.tasks.rec.evaluate import evaluate
 from trainer.tasks.rec.model import HEADS, build_rec_model
 from trainer.tasks.rec.refer import join_refer
+from trainer.tasks.regions import feature_shape
 
 log = logging.getLogger("trainer.finetune_rec")
 EVAL_SPLITS = ("val", "testA", "testB")
@@ -75,6 +75,8 @@ class FinetuneConfig:
     device: str = "auto"
     cpu_threads: int = 0  # 0: all cores
     progress: bool = True
+    ckpt_every: int = 0  # steps between checkpoints in OUT/checkpoints (0: none)
+    resume: bool = False  # continue from OUT/checkpoints' newest checkpoint
 
 
 def rec_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -85,16 +87,12 @@ def rec_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Load, fine-tune on train, evaluate on val/testA/testB, write OUT/results.json. Returns the results."""
     start = time.perf_counter()
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpu_threads or os.cpu_count() or 1)
+    device = pick_device(cfg.device, cfg.cpu_threads)
     pcfg, ckpt = resolve_init(cfg.init, cfg.model_config)
     max_regions = cfg.max_regions or pcfg.max_regions
     expressions, proposals, _ = join_refer(cfg.refer, cfg.regions, cfg.image_id, cfg.id_map, cfg.allow_pickle, max_regions)
     tokenizer = load_tokenizer(pcfg.tokenizer)
-    first = next(iter(proposals.values()))
-    feat_dim, num_classes = int(first.features.shape[1]), int(first.cls_prob.shape[1]) if first.cls_prob is not None else 1
+    feat_dim, num_classes = feature_shape(proposals)
 
     train_exprs = [e for e in expressions if e.split == "train"]
     if not train_exprs:
@@ -106,7 +104,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     model = build_rec_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout, cfg.head).to(device)
-    losses = fit(model, train_ex, collate, rec_loss, cfg, device, name="finetune rec")
+    losses = fit(model, train_ex, collate, rec_loss, cfg, device, name="finetune rec", ckpt_dir=Path(cfg.out) / "checkpoints",
+                 settings=run_settings(cfg))
     metrics, lines = evaluate(model, eval_ex, proposals, device, control=True)
     train_metrics, _ = evaluate(model, train_ex, proposals, device)
     results = {
@@ -154,14 +153,13 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
     ap.add_argument("--cpu-threads", type=int, default=d.cpu_threads)
     ap.add_argument("--no-progress", dest="progress", action="store_false")
+    ap.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint every N steps into OUT/checkpoints (0: none)")
+    ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
     return FinetuneConfig(**vars(ap.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run_finetune(parse_args(argv))
+    cli_main(lambda a: run_finetune(parse_args(a)), argv)
 
 
 if __name__ == "__main__":
