@@ -28,9 +28,13 @@ from pathlib import Path
 
 import torch
 
-from schemas.shards import decode_labels, decode_region, iter_shard, list_shards
+from schemas.shards import decode_labels, decode_region, iter_shard
+
+from schemas.discovery import list_shards
 from trainer.config import TrainConfig
-from trainer.data.chain import add_targets, label_shard_for, make_loader
+from trainer.data.batch import add_targets
+from trainer.data.shard_set import label_shard_for
+from trainer.data.chain import make_loader
 from trainer.data.masking import IGNORE
 from trainer.models import build_model
 from trainer.data.text import load_tokenizer

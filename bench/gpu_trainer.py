@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from schemas.shards import decode_labels, iter_shard, list_shards
+from schemas.shards import decode_labels, iter_shard
+
+from schemas.discovery import list_shards
 from trainer.config import TrainConfig
 from trainer.losses import loss_sums
 from trainer.models import build_model

@@ -43,6 +43,7 @@ from typing import Any
 
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 from pipelines import label_pipeline
+from pipelines.beam_options import has_runner
 from pipelines.label_pipeline import LabelConfig, run_labels
 from pipelines.stages.phrases import PhraseConfig
 from pipelines.regions import check_regions, plan_regions, run_regions
@@ -135,8 +136,9 @@ def regions_stage(cfg: DagConfig) -> dict[str, Any]:
 
 
 def _regions_beam_args(beam_args: list[str]) -> list[str]:
-    # Region ingest of a small corpus is I/O bound: in-process unless the user chose a runner.
-    return beam_args if any(a.startswith("--runner") for a in beam_args) else []
+    # Without a runner the DAG's Beam flags (e.g. --direct_num_workers) size the label stages' local run;
+    # region ingest keeps its own local default (pipelines.beam_options: in_memory).
+    return beam_args if has_runner(beam_args) else []
 
 
 def label_config(cfg: DagConfig, regions_dir: str) -> LabelConfig:

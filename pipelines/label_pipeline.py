@@ -9,12 +9,14 @@ Outputs, each stage in a directory named by its fingerprint, with ``_DEAD_LETTER
 ``OUT/phrases/<fp>/phrases-NNNNNN.parquet``,
 ``OUT/teacher/<fp>/teacher-NNNNNN.parquet``, ``OUT/labels/<fp>/labels-NNNNNN.tar`` (paired with
 ``REGIONS/regions-NNNNNN.tar``). After a successful run ``OUT/<stage>/CURRENT`` holds the current
-fingerprint of each stage (:func:`current_dir` resolves it).
+fingerprint of each stage (:func:`pipelines.label_plan.current_dir` resolves it).
 
 A stage whose fingerprint directory has a complete manifest is skipped: the pipeline reads its
 Parquet output instead of recomputing it (so a new teacher re-runs teacher → match → labels only).
 An incomplete directory (a run that died) is removed and redone.
-Without ``--runner`` it runs on the DirectRunner with one worker process per core.
+Without ``--runner`` it runs on the DirectRunner with one worker process per core (:mod:`pipelines.beam_options`).
+The plan (config, fingerprints, checks) is :mod:`pipelines.label_plan`, the Beam graph :mod:`pipelines.label_graph`;
+this module runs them and publishes the stages.
 """
 from __future__ import annotations
 
@@ -24,223 +26,27 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from ssga_io import fs
-from pipelines.formats.captions import load_id_map, resolve_image_id
-from pipelines.stages.stage_io import (
-    COUNTS_NAME,
-    STATS_NAME,
-    ReadCaptions,
-    ReadParquetRecords,
-    ReadRegions,
-    SumStats,
-    WriteCounts,
-    WriteDeadLetters,
-    WriteParquetShards,
-    region_shards,
-    write_json,
-)
-from pipelines.stages.labels import STATS, BuildLabels, WriteLabelShards, publish_shard
-from pipelines.stages.match import DEFAULT_IOU_THRESHOLD, check_threshold
-from pipelines.stages.phrases import DEAD, ExtractPhrases, PhraseConfig
+from pipelines.beam_options import pipeline_options
+from pipelines.label_graph import build_pipeline
+from pipelines.label_plan import STAGES, LabelConfig, plan_labels, stage_dirs
+from pipelines.stages.stage_io import COUNTS_NAME, STATS_NAME, region_shards
+from pipelines.stages.labels import publish_shard
+from pipelines.stages.match import DEFAULT_IOU_THRESHOLD
+from pipelines.stages.phrases import PhraseConfig
 from pipelines.stages.quality import precision_recall
-from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_matches, check_max_reject, check_stage
-from pipelines.teachers import DEFAULT_TEACHER, REGISTRY, build_teacher
-from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_from_row, phrases_to_row, teacher_from_row, teacher_to_row
-from schemas.manifest import CURRENT_NAME, fingerprint, read_manifest, reconciles, write_manifest
+from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_matches, check_stage
+from pipelines.teachers import DEFAULT_TEACHER
+from schemas.manifest import CURRENT_NAME, read_manifest, reconciles, write_manifest
 from schemas.shards import LABEL_PREFIX, shard_name
 
 log = logging.getLogger("pipelines.label_pipeline")
-STAGES = ("phrases", "teacher", "labels")
-
-
-@dataclass
-class LabelConfig:
-    captions: str
-    regions: str
-    out: str
-    teacher: str = DEFAULT_TEACHER
-    teacher_args: dict[str, Any] = field(default_factory=dict)
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD
-    flickr30k: str = ""  # ground truth for precision/recall (and for the oracle/simulated teachers)
-    images: str = ""  # image directory; default: urls resolved against the captions file's directory
-    phrases: PhraseConfig = field(default_factory=PhraseConfig)
-    teacher_batch_size: int = 64
-    force: bool = False
-    image_id: str = "auto"  # caption → region key: auto | stem | int (schemas.image_ids); plan_labels resolves auto
-    id_map: str = ""  # mapping file (COCO instances JSON or TSV stem<TAB>id); overrides image_id
-    max_reject: float = DEFAULT_MAX_REJECT  # a stage rejecting more than this share of its input fails the run
-    content_hash: bool = False  # fingerprint inputs by their bytes, not their files' names, sizes and mtimes
-
-
-def _regions_fingerprint(regions: str) -> str:
-    m = read_manifest(regions)
-    if m and m.get("fingerprint"):
-        return str(m["fingerprint"])
-    return fingerprint([fs.content_digest(p) for _, p in region_shards(regions)])
-
-
-PIXEL_TEACHERS = frozenset({"grounding_dino", "owlv2"})  # the teachers that open the images
-
-
-def images_digest(cfg: LabelConfig) -> str:
-    """Fingerprint of the images a pixel teacher reads: ``--images`` (the directory), or else the
-    files the caption urls name (relative to the captions file). Metadata by default, bytes with ``content_hash``."""
-    if cfg.images:
-        return fs.source_digest(cfg.images, cfg.content_hash)
-    from pipelines.formats.captions import read_captions  # noqa: PLC0415 - only pixel teachers need it
-
-    root = fs.dirname(cfg.captions)
-    urls = sorted({c.url for tag, c in read_captions(cfg.captions) if tag == "caption"})
-    local = [u if os.path.isabs(u) or "://" in u else fs.join(root, u) for u in urls]
-    files = [p for p in local if not p.startswith(("http://", "https://"))]
-    web = [p for p in local if p.startswith(("http://", "https://"))]  # not ours to stat: their urls stand for them
-    if cfg.content_hash:
-        return fingerprint(web, [(p, fs.content_digest(p)) for p in files if fs.exists(p)])
-    parents = sorted({fs.dirname(p) if fs.is_remote(p) else os.path.dirname(p) for p in files})
-    wanted = set(files)
-    meta = [m for m in fs.file_metadata([fs.join(d, "*") for d in parents]) if m[0] in wanted]
-    return fingerprint(web, [(os.path.relpath(p, root) if not fs.is_remote(p) else p, size, mtime) for p, size, mtime in meta])
-
-
-def stage_fingerprints(cfg: LabelConfig, teacher_fp: str, teacher_name: str = "", teacher_params: dict[str, Any] | None = None) -> dict[str, str]:
-    """Each stage's fingerprint covers everything that changes its output.
-
-    phrases: the captions and the spaCy model/params; teacher: phrases, regions, the teacher (name,
-    params, weights), the images for a pixel teacher, the ground truth an oracle/simulated teacher
-    reads; labels: teacher, IoU threshold, and the ground truth that precision/recall are scored on.
-    Files enter by metadata (name, size, mtime; cheap on ``gs://`` too) or, with ``cfg.content_hash``, by content.
-    """
-    name, params = teacher_name or cfg.teacher, teacher_params or {}
-    digest = lambda path: fs.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
-    mode = "content" if cfg.content_hash else "metadata"
-    # The image key renames every caption's image; "stem" (the historical key) adds nothing.
-    key = [] if cfg.image_id in ("stem", "auto") and not cfg.id_map else [cfg.image_id, digest(cfg.id_map)]
-    phrases = fingerprint("phrases", mode, digest(cfg.captions), cfg.phrases.fingerprint_params(), *key)
-    inputs = {"images": images_digest(cfg) if name in PIXEL_TEACHERS else ""}
-    if params.get("flickr30k"):
-        inputs["ground_truth"] = digest(str(params["flickr30k"]))
-    teacher = fingerprint("teacher", phrases, _regions_fingerprint(cfg.regions), teacher_fp, inputs)
-    labels = fingerprint("labels", teacher, cfg.iou_threshold, digest(cfg.flickr30k))
-    return {"phrases": phrases, "teacher": teacher, "labels": labels}
-
-
-def stage_dirs(out: str, fps: dict[str, str]) -> dict[str, str]:
-    """``OUT/<stage>/<fingerprint>`` of each stage."""
-    return {s: fs.join(out, s, fps[s]) for s in fps}
-
-
-def current_dir(out: str, stage: str) -> str:
-    """The output directory of ``stage`` that the last successful run of ``OUT`` published."""
-    pointer = fs.join(out, stage, CURRENT_NAME)
-    if not fs.exists(pointer):
-        raise FileNotFoundError(f"{pointer}: no completed {stage} stage under {out}")
-    return fs.join(out, stage, fs.read_text(pointer).strip())
-
-
-def _with_urls(p: beam.Pipeline, records, captions):
-    """PhraseRecord → ``(PhraseRecord, url)``: Parquet keeps no url, the captions file has it."""
-    urls = captions | "UrlByCaption" >> beam.Map(lambda c: (c.caption_id, c.url))
-    keyed = records | "PhraseByCaption" >> beam.Map(lambda r: (r.caption_id, r))
-    return (
-        {"rec": keyed, "url": urls}
-        | "JoinUrls" >> beam.CoGroupByKey()
-        | "PairUrl" >> beam.FlatMap(lambda kv: [(r, kv[1]["url"][0]) for r in kv[1]["rec"]])
-    )
-
-
-def _with_phrases(teacher_records, phrase_records):
-    """TeacherRecord → ``(PhraseRecord, TeacherRecord)``, joined by caption id."""
-    keyed_t = teacher_records | "TeacherByCaption" >> beam.Map(lambda t: (t.caption_id, t))
-    keyed_p = phrase_records | "PhraseOfTeacher" >> beam.Map(lambda pu: (pu[0].caption_id, pu[0]))
-    return (
-        {"p": keyed_p, "t": keyed_t}
-        | "JoinPhrases" >> beam.CoGroupByKey()
-        | "PairPhrase" >> beam.FlatMap(lambda kv: [(kv[1]["p"][0], t) for t in kv[1]["t"]])
-    )
-
-
-def build_pipeline(
-    p: beam.Pipeline, cfg: LabelConfig, teacher_fp: str, teacher_params: dict[str, Any], dirs: dict[str, str], run: dict[str, bool]
-) -> None:
-    """The DAG: a short composition of named transforms. Stages with ``run[stage]`` False are read
-    back from their published Parquet (``dirs[stage]``) instead of being recomputed."""
-    out = dirs
-    num_shards = len(region_shards(cfg.regions))
-
-    # phrases
-    caps = p | "ReadCaptions" >> ReadCaptions(cfg.captions, cfg.image_id, load_id_map(cfg.id_map))
-    if run["phrases"]:
-        phr = caps["captions"] | "ExtractPhrases" >> ExtractPhrases(cfg.phrases)
-        _ = (
-            phr.phrases
-            | "PhraseRecords" >> beam.Map(lambda pu: pu[0])
-            | "WritePhrases" >> WriteParquetShards(out["phrases"], "phrases", PHRASES_SCHEMA, phrases_to_row, num_shards)
-        )
-        phrase_dead = (caps["dead"], phr[DEAD]) | "PhraseDead" >> beam.Flatten()
-        _ = phrase_dead | "PhraseDeadLetters" >> WriteDeadLetters(out["phrases"])
-        all_rows = (caps["captions"], caps["dead"]) | "CaptionRows" >> beam.Flatten()
-        _ = {"in": all_rows, "out": phr.phrases, "rejected": phrase_dead} | "PhraseCounts" >> WriteCounts(out["phrases"])
-        phrases = phr.phrases
-    else:
-        stored = p | "ReadPhrases" >> ReadParquetRecords(out["phrases"], "phrases", phrases_from_row)
-        phrases = _with_urls(p, stored, caps["captions"])
-    if not (run["teacher"] or run["labels"]):
-        return
-
-    # teacher
-    regions = p | "ReadRegions" >> ReadRegions(cfg.regions)
-    if run["teacher"]:
-        from pipelines.stages.teacher import RunTeacher, TeacherModelHandler  # noqa: PLC0415 - imports torch: only when the stage runs
-
-        handler = TeacherModelHandler(cfg.teacher, teacher_params, min_batch_size=1, max_batch_size=cfg.teacher_batch_size)
-        images_root = fs.dirname(cfg.captions)
-        tea = phrases | "Teacher" >> RunTeacher(handler, teacher_fp, regions, images_root, cfg.images)
-        _ = (
-            tea["records"]
-            | "TeacherRecords" >> beam.Map(lambda pt: pt[1])
-            | "WriteTeacher" >> WriteParquetShards(out["teacher"], "teacher", TEACHER_SCHEMA, teacher_to_row, num_shards)
-        )
-        _ = tea["dead"] | "TeacherDeadLetters" >> WriteDeadLetters(out["teacher"])
-        _ = {"in": phrases, "out": tea["records"], "rejected": tea["dead"]} | "TeacherCounts" >> WriteCounts(out["teacher"])
-        teacher_records = tea["records"]
-    else:
-        stored = p | "ReadTeacher" >> ReadParquetRecords(out["teacher"], "teacher", teacher_from_row)
-        teacher_records = _with_phrases(stored, phrases)
-    if not run["labels"]:
-        return
-
-    # match + labels
-    keyed = teacher_records | "KeyByImage" >> beam.Map(lambda pt: (pt[0].image_id, pt))
-    labels = (
-        {"regions": regions, "teacher": keyed}
-        | "JoinTeacher" >> beam.CoGroupByKey()
-        | "Match" >> beam.ParDo(BuildLabels(cfg.iou_threshold, teacher_fp, cfg.flickr30k)).with_outputs(STATS, main="samples")
-    )
-    _ = labels.samples | "WriteLabels" >> WriteLabelShards(out["labels"])
-    _ = (
-        labels[STATS]
-        | "SumStats" >> beam.CombineGlobally(SumStats())
-        | "WriteStats" >> beam.Map(lambda s: write_json(fs.join(out["labels"], STATS_NAME), s))
-    )
-    _ = (p | "NoDead" >> beam.Create([])) | "LabelDeadLetters" >> WriteDeadLetters(out["labels"])
-    _ = {"regions_in": regions, "samples_out": labels.samples, "in": keyed, "rejected": p | "NoReject" >> beam.Create([])} | "LabelCounts" >> WriteCounts(out["labels"])
-
-
-def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    """Beam options as given; with no ``--runner``, the DirectRunner with one worker process per core."""
-    args = list(beam_args)
-    if not any(a.startswith("--runner") for a in args):
-        args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
-        if not any(a.startswith("--direct_num_workers") for a in args):
-            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    return PipelineOptions(args)
 
 
 def _fill_missing_label_shards(cfg: LabelConfig, labels_dir: str) -> None:
@@ -257,63 +63,6 @@ def _stage_manifest(d: str, stage: str, fp: str, extra: dict[str, Any], out: int
     if not reconciles(c):
         raise RuntimeError(f"{d}: counts do not reconcile (in={c['in']} != out={c['out']} + rejected={c['rejected']})")
     return write_manifest(d, {"stage": stage, "fingerprint": fp, "counts": c, **extra})
-
-
-def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
-    """Validate the configuration and resolve fingerprints: ``(teacher, teacher params, stage fps)``.
-
-    Builds the teacher (hashing its weights) but loads no model. A mistake in the configuration
-    raises :class:`pipelines.cli.UserError` naming the flag that fixes it.
-    """
-    with cli.as_user_errors(ValueError):
-        check_threshold(cfg.iou_threshold)
-        check_max_reject(cfg.max_reject)
-    if not fs.exists(cfg.captions) or (not fs.is_remote(cfg.captions) and os.path.isdir(cfg.captions)):
-        raise cli.UserError(f"captions file {cfg.captions} does not exist: pass --captions FILE (a caption<TAB>url TSV)")
-    with cli.as_user_errors(FileNotFoundError, hint="pass --regions DIR, a directory of regions-NNNNNN.tar shards (python -m pipelines.regions writes them)"):
-        region_shards(cfg.regions)
-    if cfg.teacher not in REGISTRY:
-        raise cli.UserError(f"unknown teacher {cfg.teacher!r}: pass --teacher with one of {', '.join(sorted(REGISTRY))}")
-    params = dict(cfg.teacher_args)
-    if cfg.teacher == "tag_similarity":
-        vocab = str(params.get("objects_vocab") or "")
-        if not vocab:
-            raise cli.UserError("the tag_similarity teacher needs the detector's class names: pass --objects-vocab FILE (objects_vocab.txt)")
-        if not fs.exists(vocab):
-            raise cli.UserError(f"objects vocabulary {vocab} does not exist: pass --objects-vocab FILE (the detector's objects_vocab.txt)")
-    if cfg.flickr30k and not fs.exists(cfg.flickr30k):
-        raise cli.UserError(f"Flickr30k Entities directory {cfg.flickr30k} does not exist: fix --flickr30k, or leave it out")
-    if cfg.flickr30k and cfg.teacher in ("oracle", "simulated"):
-        params.setdefault("flickr30k", cfg.flickr30k)
-    with cli.as_user_errors(ValueError, TypeError, KeyError, FileNotFoundError, hint="check --teacher-arg"):
-        teacher = build_teacher(cfg.teacher, params)  # validates parameters before any work starts
-        teacher_fp = teacher.fingerprint  # hashes the weights: a missing file is the user's
-    region_manifest = read_manifest(cfg.regions) or {}
-    if cfg.teacher == "tag_similarity" and region_manifest.get("has_cls_prob") is False:
-        raise cli.UserError(
-            f"{cfg.regions}: the region shards carry no detector classes (a plain BUTD TSV?), which the tag_similarity "
-            "teacher needs: ingest an LXMERT TSV (--lxmert: objects_id) or .npz/.npy with cls_prob, or use --teacher "
-            "grounding_dino/owlv2 (--teacher-arg model_dir=LOCAL_DIR, images beside the captions or --images DIR), or "
-            "oracle/simulated with --flickr30k ground truth"
-        )
-    # Which key joins captions to region samples, checked on the data (an error names both sides).
-    with cli.as_user_errors(ValueError, FileNotFoundError):
-        cfg.image_id = resolved_image_id(cfg)
-    return teacher, params, stage_fingerprints(cfg, teacher_fp, cfg.teacher, params)
-
-
-def resolved_image_id(cfg: LabelConfig) -> str:
-    """The caption → region key (:func:`pipelines.formats.captions.resolve_image_id`), remembered under
-    ``OUT/.cache`` per (captions, regions, key settings): checking the join reads region shards, which
-    a run whose stages are all complete must not do (skipping costs O(files))."""
-    digest = lambda path: fs.source_digest(path, cfg.content_hash) if path else ""  # noqa: E731
-    key = fingerprint("image-id", digest(cfg.captions), _regions_fingerprint(cfg.regions), cfg.image_id, digest(cfg.id_map))
-    memo = fs.join(cfg.out, ".cache", f"image-id-{key}")
-    if fs.exists(memo):
-        return fs.read_text(memo).strip()
-    resolved = resolve_image_id(cfg.captions, region_shards(cfg.regions), cfg.image_id, load_id_map(cfg.id_map))
-    fs.write_bytes(memo, resolved.encode("utf-8"))
-    return resolved
 
 
 def check_outputs(cfg: LabelConfig, manifests: dict[str, Any], dirs: dict[str, str]) -> None:

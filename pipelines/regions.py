@@ -31,7 +31,6 @@ from typing import Any
 
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from ssga_io import fs
 
@@ -43,25 +42,11 @@ from pipelines.formats.region_formats import LXMERT_NUM_CLASSES, count_classes
 from ssga_io.security import PICKLE_RISK
 from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_max_reject, check_stage, reason_kind, warn_empty_shards
 from ssga_io import atomic
+from pipelines.beam_options import IN_MEMORY, pipeline_options
 from pipelines.stages.regions import CHUNK_BYTES, DEAD, STAGE, WORK_DIR, SourceScan, scan_tsv, ReadTsvRegions, ReadRegionFiles, WriteRegionShards
 
 log = logging.getLogger(__name__)
 
-
-
-# ---------------------------------------------------------------------------------------------
-# DoFns: each does one thing
-
-
-def _default_pipeline_args(pipeline_args: list[str] | None) -> list[str]:
-    """The local DirectRunner in-process by default: Prism would try to download a binary offline."""
-    args = list(pipeline_args or [])
-    if not any(a.startswith("--runner") for a in args):
-        args.append("--runner=DirectRunner")
-    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), "")
-    if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
-        args.append("--direct_running_mode=in_memory")
-    return args
 
 
 def scan_source(
@@ -192,7 +177,7 @@ def run_regions(
 
     log.info("regions: %d records from %s (%s) → %d shards in %s", scan.records_in, scan.path, scan.kind, num_shards, out)
 
-    options = PipelineOptions(_default_pipeline_args(pipeline_args))
+    options = pipeline_options(pipeline_args, IN_MEMORY)  # I/O bound: one process unless the flags say otherwise
     with beam.Pipeline(options=options) as p:
         if scan.kind.endswith("tsv"):
             read = p | "ReadTsv" >> ReadTsvRegions(scan, lxmert, inclusive, feature_dim, num_classes)

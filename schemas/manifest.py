@@ -78,17 +78,6 @@ def is_complete(directory: str | os.PathLike, expected_fingerprint: str) -> bool
     return m is not None and m.get("fingerprint") == expected_fingerprint
 
 
-def current_output(stage_root: str | os.PathLike) -> Path | None:
-    """``<stage_root>/<fp>`` named by ``<stage_root>/CURRENT``; None when there is no pointer."""
-    pointer = Path(stage_root) / CURRENT_NAME
-    if not pointer.is_file():
-        return None
-    fp = pointer.read_text().strip()
-    if not fp or "/" in fp or fp.startswith("."):
-        raise ValueError(f"{pointer}: not a fingerprint: {fp!r}")
-    return Path(stage_root) / fp
-
-
 def reconciles(counts: dict[str, int]) -> bool:
     """``in == out + rejected``: nothing was lost."""
     return counts.get("in", -1) == counts.get("out", 0) + counts.get("rejected", 0)

@@ -311,8 +311,3 @@ def iter_regions(path: str | os.PathLike) -> Iterator[tuple[str, RegionRecord]]:
 def iter_labels(path: str | os.PathLike) -> Iterator[tuple[str, ImageLabels]]:
     for key, members in iter_shard(path):
         yield key, decode_labels(members, f"{path}:{key}")
-
-
-def list_shards(directory: str | os.PathLike, prefix: str) -> list[Path]:
-    """Published shards of a stage directory, in index order (temp files are hidden by their dot)."""
-    return sorted(Path(directory).glob(f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))

@@ -16,7 +16,7 @@ import pytest
 from label_fixtures import make_corpus
 from pipelines import cli, dag, label_pipeline, regions
 from pipelines.dag import DagConfig, pretrain_fingerprint
-from pipelines.label_pipeline import LabelConfig, stage_fingerprints
+from pipelines.label_plan import LabelConfig, stage_fingerprints
 from schemas.manifest import DEAD_LETTER_NAME, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]

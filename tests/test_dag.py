@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.dag import DagConfig, labels_dag, label_config, loss_summary, parse_args, summary
-from pipelines.label_pipeline import current_dir, plan_labels
+from pipelines.label_plan import current_dir, plan_labels
 from schemas.manifest import MANIFEST_NAME, read_manifest, reconciles
-from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_shard, list_shards
+from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_shard
+from schemas.discovery import list_shards
 
 IN_MEMORY = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +56,10 @@ def test_stage_dirs_are_named_by_fingerprint_and_published_with_manifests(first)
     dag = json.loads((data / "dag.json").read_text())
     assert {s: dag[s]["dir"] for s in STAGES} == {s: report[s]["dir"] for s in STAGES}
     assert current_dir(str(data), "labels") == report["labels"]["dir"]
-    from trainer.data.chain import shard_dir  # the trainer follows the pointers: --labels DATA and --regions DATA work
+    from schemas.discovery import shard_dir  # the trainer follows the pointers: --labels DATA and --regions DATA work
 
-    assert shard_dir(data, LABEL_PREFIX) == Path(report["labels"]["dir"]) and shard_dir(data, REGION_PREFIX) == Path(report["regions"]["dir"])
-    assert shard_dir(data / "labels", LABEL_PREFIX) == Path(report["labels"]["dir"])
+    assert Path(shard_dir(data, LABEL_PREFIX)) == Path(report["labels"]["dir"]) and Path(shard_dir(data, REGION_PREFIX)) == Path(report["regions"]["dir"])
+    assert Path(shard_dir(data / "labels", LABEL_PREFIX)) == Path(report["labels"]["dir"])
     # label shard k pairs with region shard k, key by key
     for rs, ls in zip(list_shards(report["regions"]["dir"], REGION_PREFIX), list_shards(report["labels"]["dir"], LABEL_PREFIX), strict=True):
         assert [k for k, _ in iter_shard(rs)] == [k for k, _ in iter_shard(ls)]

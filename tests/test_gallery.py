@@ -21,7 +21,8 @@ from pipelines.gallery.__main__ import main
 from pipelines.gallery.page import BLUE, GREEN, GREY, ORANGE, RED, build_gallery, draw_phrase
 from pipelines.gallery.draw import GT_WIDTH, PURPLE, smooth
 from schemas.boxes import box_iou
-from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions, list_shards
+from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions
+from schemas.discovery import list_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2

@@ -145,7 +145,7 @@ def test_captions_join_error_and_id_map(tmp_path):
 
 def test_label_planning_remembers_the_resolved_key_so_a_rerun_reads_no_shards(tmp_path, monkeypatch):
     """Checking the join reads region shards; a second plan of the same inputs must not (no-op runs cost O(files))."""
-    import pipelines.label_pipeline as lp
+    import pipelines.label_plan as lp
 
     caps = _captions(tmp_path)
     regions = _regions(tmp_path / "regions", [str(c) for c in COCO_IDS])

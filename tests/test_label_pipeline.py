@@ -9,7 +9,8 @@ import pytest
 from label_fixtures import make_corpus
 from pipelines.label_pipeline import LabelConfig, parse_args, run_labels, summary
 from schemas.manifest import DEAD_LETTER_NAME, read_manifest, reconciles
-from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions, iter_shard, list_shards
+from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions, iter_shard
+from schemas.discovery import list_shards
 
 ONE_WORKER = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=1"]
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -39,7 +40,7 @@ def test_label_shards_zip_with_region_shards_key_by_key(runs):
     c, root, m, _ = runs
     region_shards = list_shards(c["regions"], REGION_PREFIX)
     label_shards = list_shards(m["labels"]["dir"], LABEL_PREFIX)
-    assert [p.name.split("-")[1] for p in label_shards] == [p.name.split("-")[1] for p in region_shards]
+    assert [Path(p).name.split("-")[1] for p in label_shards] == [Path(p).name.split("-")[1] for p in region_shards]
     seen = 0
     for rs, ls in zip(region_shards, label_shards):
         regions, labels = list(iter_regions(rs)), list(iter_labels(ls))
@@ -126,7 +127,7 @@ def test_generated_corpus_with_oracle_teacher_end_to_end(generated, tmp_path):
     assert all(reconciles(m[s]["counts"]) for s in ("phrases", "teacher", "labels"))
     assert m["labels"]["images"] == {"in": 40, "out": 40} and m["labels"]["stats"]["captions"] == 80
     for rs, ls in zip(list_shards(generated / "regions", REGION_PREFIX), list_shards(m["labels"]["dir"], LABEL_PREFIX), strict=True):
-        assert rs.name.replace(REGION_PREFIX, LABEL_PREFIX) == ls.name
+        assert Path(rs).name.replace(REGION_PREFIX, LABEL_PREFIX) == Path(ls).name
         assert [k for k, _ in iter_shard(rs)] == [k for k, _ in iter_shard(ls)]
     before = (Path(m["labels"]["dir"]) / "_MANIFEST.json").stat().st_mtime_ns
     again = run_labels(cfg, IN_MEMORY)  # same fingerprint: nothing re-runs
@@ -190,7 +191,7 @@ def test_runs_on_a_non_local_filesystem(generated, tmp_path, monkeypatch):
     assert all(reconciles(m[s]["counts"]) for s in ("phrases", "teacher", "labels"))
     assert m["labels"]["images"] == {"in": 40, "out": 40}
     for rs in list_shards(root / "regions", REGION_PREFIX):
-        ls = root / "labels" / "labels" / m["labels"]["fingerprint"] / rs.name.replace(REGION_PREFIX, LABEL_PREFIX)
+        ls = root / "labels" / "labels" / m["labels"]["fingerprint"] / Path(rs).name.replace(REGION_PREFIX, LABEL_PREFIX)
         assert [k for k, _ in iter_shard(rs)] == [k for k, _ in iter_shard(ls)]
     assert (root / "labels" / "labels" / m["labels"]["fingerprint"] / "_MANIFEST.json").exists()
     assert (root / "labels" / "teacher" / m["teacher"]["fingerprint"] / DEAD_LETTER_NAME).exists()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, read_manifest, reconciles
-from schemas.shards import iter_regions, list_shards, shard_index
+from schemas.shards import iter_regions, shard_index
+from schemas.discovery import list_shards
 from ssga_io.security import PICKLE_RISK
 from pipelines import regions as R
 from pipelines.formats import writers
@@ -34,7 +35,7 @@ def source_records():
 
 def read_back(out: Path, num_shards: int) -> dict:
     shards = list_shards(out, "regions")
-    assert [p.name for p in shards] == [f"regions-{k:06d}.tar" for k in range(num_shards)]  # every shard, empty too
+    assert [Path(p).name for p in shards] == [f"regions-{k:06d}.tar" for k in range(num_shards)]  # every shard, empty too
     got = {}
     for k, path in enumerate(shards):
         keys = []

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from pipelines.retrieval.evaluate import recall_at_k
 from pipelines.retrieval.run import RetrievalConfig, run_retrieval
 from pipelines.synthetic import generate
 from schemas.manifest import DEAD_LETTER_NAME, reconciles
-from schemas.shards import list_shards
+from schemas.discovery import list_shards
 
 ONE = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=1"]
 TWO = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -54,7 +55,7 @@ def test_retrieval_end_to_end(corpus):
     assert sorted(d["record_id"] for d in dead) == ["000005", "line 82"]
     assert any("no class distribution" in d["reason"] for d in dead)
     # Determinism across worker counts: byte-identical shards.
-    a, b = list_shards(corpus / "one", "retrieval"), list_shards(corpus / "two", "retrieval")
+    a, b = [Path(p) for p in list_shards(corpus / "one", "retrieval")], [Path(p) for p in list_shards(corpus / "two", "retrieval")]
     assert [p.name for p in a] == [p.name for p in b] == ["retrieval-000000.tar", "retrieval-000001.tar", "retrieval-000002.tar"]
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
     assert one["fingerprint"] == two["fingerprint"]
@@ -72,7 +73,7 @@ def test_faiss_index_in_the_stage_matches_exact(corpus):
     exact = run_retrieval(_cfg(corpus, corpus / "exact", index="exact"))
     ivf = run_retrieval(_cfg(corpus, corpus / "ivf", index="ivf", nlist=4, nprobe=4))  # all lists probed
     assert exact["fingerprint"] != ivf["fingerprint"]
-    for x, y in zip(list_shards(corpus / "exact", "retrieval"), list_shards(corpus / "ivf", "retrieval")):
+    for x, y in zip(map(Path, list_shards(corpus / "exact", "retrieval")), map(Path, list_shards(corpus / "ivf", "retrieval"))):
         assert x.read_bytes() == y.read_bytes()
 
 

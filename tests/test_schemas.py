@@ -14,6 +14,7 @@ from schemas import records as R
 from schemas import shards as S
 from schemas import manifest as M
 from schemas import arrow as A
+from schemas.discovery import list_shards
 
 
 def random_boxes(rng, n, w=640, h=480):
@@ -128,7 +129,7 @@ def test_region_shard_round_trip_and_reproducible(tmp_path):
         np.testing.assert_allclose(r.features, src.features.astype(np.float16))
         assert r.features.dtype == np.float16
         assert (r.cls_prob is None) == (src.cls_prob is None)
-    assert S.list_shards(tmp_path / "a", "regions") == [p1]
+    assert list_shards(tmp_path / "a", "regions") == [str(p1)]
     assert not list((tmp_path / "a").glob(".*tmp*"))
 
 

@@ -442,7 +442,8 @@ def test_out_of_range_teacher_parameter_says_the_valid_range(corpus):
 
 
 def test_teacher_parameter_error_reaches_the_cli_before_any_work(corpus, tmp_path):
-    from pipelines.label_pipeline import parse_args, plan_labels
+    from pipelines.label_pipeline import parse_args
+    from pipelines.label_plan import plan_labels
 
     cfg, _ = parse_args(["--captions", str(corpus["captions"]), "--regions", str(corpus["regions"]), "--out", str(tmp_path / "out"),
                          "--teacher", "simulated", "--flickr30k", str(corpus["flickr30k"]), "--teacher-arg", "miss_rat=0.3"])

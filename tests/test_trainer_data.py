@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from schemas.shards import iter_shard, write_shard
-from trainer.data.chain import DataError, make_loader
+from trainer.data.read import DataError
+from trainer.data.chain import make_loader
 from trainer.data.masking import IGNORE, mask_tokens
 from trainer.data.text import load_tokenizer, tokenize_with_spans
 from trainer_fixtures import tiny_config, write_corpus

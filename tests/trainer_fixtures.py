@@ -30,7 +30,6 @@ def grounding_scores(model, cfg, tokenizer):
     import torch
 
     from trainer.data.chain import make_loader
-
     ev = dataclasses.replace(cfg, itm_neg_prob=0.0, mlm_prob=0.0, region_mask_prob=0.0, unmatched_phrase_share=1.0, num_workers=0)
     logits, targets = [], []
     model.eval()
@@ -62,7 +61,6 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
 
 def first_batch(cfg, tokenizer) -> dict:
     from trainer.data.chain import make_loader
-
     return next(b for b in make_loader(cfg, tokenizer, 0) if b["n"])
 
 

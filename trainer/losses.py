@@ -6,7 +6,7 @@ The loop divides each sum by the count over the whole global batch (all micro-ba
 so gradient accumulation and DDP give exactly the single-process gradient.
 
 Nothing here reads a value back to the host: masked positions arrive as index tensors built by the
-loader (``mlm_pos``/``mlm_target``, ``mrc_pos``/``mrc_target``, see ``trainer.data.chain.add_targets``),
+loader (``mlm_pos``/``mlm_target``, ``mrc_pos``/``mrc_target``, see ``trainer.data.batch.add_targets``),
 so on a GPU the step never waits on a boolean-mask ``nonzero``.
 """
 from __future__ import annotations

@@ -35,7 +35,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from schemas.shards import decode_region, iter_shard
 from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, parse_args
-from trainer.data.chain import EndlessStreams, _seed_of, nonempty_region_shards, region_shards, stale_labels_problem
+from trainer.data.chain import EndlessStreams
+from trainer.data.shard_set import _seed_of, nonempty_region_shards, region_shards, stale_labels_problem
 from trainer.losses import TERMS, loss_counts, loss_sums, total_loss, weights
 from trainer.models import build_model
 from trainer.data.text import load_tokenizer

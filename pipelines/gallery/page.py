@@ -31,9 +31,10 @@ from pipelines.gallery.draw import BLUE, GREEN, GREY, ORANGE, PURPLE, RED, SCALE
 from pipelines.stages.quality import gt_alignment
 from pipelines.teachers.oracle import caption_index
 from schemas.arrow import teacher_from_row
-from schemas.manifest import current_output, read_manifest
+from schemas.manifest import read_manifest
 from schemas.records import ImageLabels, TeacherRecord
-from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions, list_shards
+from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_labels, iter_regions
+from schemas.discovery import current_output, list_shards
 from ssga_io import atomic
 
 __all__ = ["GREEN", "GREY", "ORANGE", "RED", "BLUE", "GalleryError", "build_gallery", "draw_phrase", "current_labels", "run_provenance"]
@@ -71,7 +72,8 @@ def _dag_record(data: Path) -> dict[str, Any]:
 def current_labels(data: Path) -> Labels:
     """``DATA/labels/CURRENT`` (else the DAG's last labels) with its teacher output and region shards."""
     try:
-        labels_dir = current_output(data / "labels")
+        pointed = current_output(data / "labels")
+        labels_dir = Path(pointed) if pointed else None
     except ValueError as e:  # a CURRENT that names no fingerprint
         raise GalleryError(str(e)) from e
     dag = _dag_record(data)
@@ -87,7 +89,7 @@ def current_labels(data: Path) -> Labels:
         pointed = current_output(regions_dir / "regions") if regions_dir.is_dir() else None  # labels made with --regions DATA
         if pointed is None or not list_shards(pointed, REGION_PREFIX):
             raise GalleryError(f"{labels_dir}: its region shards ({regions_dir}) are gone; re-run the DAG")
-        regions_dir = pointed
+        regions_dir = Path(pointed)
     return Labels(labels_dir, manifest, teacher_dir, regions_dir)
 
 

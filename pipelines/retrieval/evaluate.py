@@ -16,7 +16,7 @@ from math import comb
 from pipelines.formats.captions import read_captions
 from pipelines.retrieval.shards import RETRIEVAL_PREFIX, iter_retrieved
 from schemas.manifest import read_manifest
-from schemas.shards import list_shards
+from schemas.discovery import list_shards
 
 
 def recall_at_k(retrieval_dir: str, captions_tsv: str, image_id: str = "stem") -> dict[str, float]:

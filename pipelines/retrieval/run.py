@@ -18,8 +18,8 @@ from typing import Any
 
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.beam_options import IN_MEMORY, pipeline_options
 from pipelines.retrieval.index import KINDS
 from pipelines.retrieval.shards import RETRIEVAL_PREFIX
 from pipelines.retrieval.stage import DEAD, STAGE, RetrieveTopK, SentenceCorpus, TagQueries, WriteRetrievalShards, read_sentences
@@ -89,17 +89,6 @@ def plan_retrieval(cfg: RetrievalConfig) -> tuple[dict[str, Any], str]:
     return {**params, "inputs": inputs}, fingerprint(STAGE, SCHEMA_VERSION, params, inputs)
 
 
-def _pipeline_args(pipeline_args: list[str] | None) -> list[str]:
-    """The in-process DirectRunner unless told otherwise (Prism would try to download a binary offline)."""
-    args = list(pipeline_args or [])
-    if not any(a.startswith("--runner") for a in args):
-        args.append("--runner=DirectRunner")
-    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), "")
-    if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
-        args.append("--direct_running_mode=in_memory")
-    return args
-
-
 def build_pipeline(p: beam.Pipeline, cfg: RetrievalConfig, model_dir: str, num_shards: int) -> None:
     regions = p | "ReadRegions" >> ReadRegions(cfg.regions)
     queries = regions | "TagQueries" >> TagQueries(cfg.objects_vocab, cfg.max_regions, cfg.min_conf, model_dir)
@@ -134,7 +123,7 @@ def run_retrieval(cfg: RetrievalConfig, pipeline_args: list[str] | None = None, 
     num_shards = max(i for i, _ in shards) + 1
     model_dir = cfg.model_dir or default_model_dir()
     log.info("retrieval: %s × %s → top-%d in %s", cfg.regions, cfg.sentences, cfg.top_k, out)
-    with beam.Pipeline(options=PipelineOptions(_pipeline_args(pipeline_args))) as p:
+    with beam.Pipeline(options=pipeline_options(pipeline_args, IN_MEMORY)) as p:
         build_pipeline(p, cfg, model_dir, num_shards)
     return _publish(cfg, out, fp, params, num_shards)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 from ssga_io import fs
 from pipelines.formats.captions import read_captions
 from schemas.manifest import DEAD_LETTER_NAME
+from schemas.discovery import indexed_shards
 from schemas.shards import REGION_PREFIX, iter_regions, shard_index
 
 COUNTS_NAME = "_COUNTS.json"
@@ -37,13 +37,8 @@ class RegionInfo:
 
 
 def region_shards(directory: str | os.PathLike) -> list[tuple[int, str]]:
-    """``[(shard index, path)]`` of a region shard directory; the index comes from the file name."""
-    out = []
-    for p in fs.glob(fs.join(directory, f"{REGION_PREFIX}-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
-        out.append((int(re.search(r"-(\d{6})\.tar$", p).group(1)), p))
-    if not out:
-        raise FileNotFoundError(f"{directory}: no {REGION_PREFIX}-NNNNNN.tar shards")
-    return out
+    """``[(shard index, path)]`` of a region shard directory (:func:`schemas.discovery.indexed_shards`)."""
+    return indexed_shards(directory, REGION_PREFIX)
 
 
 def read_region_shard(item: tuple[int, str]):

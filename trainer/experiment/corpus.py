@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas.discovery import shard_dir  # the published output: a stage's CURRENT, never a killed run's leftovers
 from trainer.experiment.config import ExperimentConfig
 
 
@@ -24,18 +25,6 @@ def run_logged(cmd: list[str], log_file: Path) -> None:
     if rc != 0:
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"command failed (exit {rc}), log {log_file}:\n$ {shlex.join(cmd)}\n{tail}")
-
-
-def shard_dir(root: Path, prefix: str) -> Path:
-    """The directory holding ``<prefix>-000000.tar`` under ``root`` (root, or a stage/fingerprint child).
-
-    The pipelines may publish into fingerprint-named subdirectories; this finds the newest one
-    without depending on that layout.
-    """
-    hits = sorted(root.rglob(f"{prefix}-000000.tar"), key=lambda p: p.stat().st_mtime)
-    if not hits:
-        raise FileNotFoundError(f"{root}: no {prefix}-000000.tar below it")
-    return hits[-1].parent
 
 
 def fraction_name(f: float, sep: str = "_") -> str:
@@ -60,11 +49,11 @@ def make_corpus(out: Path, num_images: int, seed: int, feature_dim: int, logs: P
 
 def make_regions(corpus: Path, out: Path, logs: Path) -> Path:
     try:
-        return shard_dir(out, "regions")
+        return Path(shard_dir(out, "regions"))
     except FileNotFoundError:
         run_logged([sys.executable, "-m", "pipelines.regions", "--npz-dir", str(corpus / "regions_npz"), "--out", str(out), "--num-shards", "4"],
              logs / f"{out.name}.log")
-        return shard_dir(out, "regions")
+        return Path(shard_dir(out, "regions"))
 
 
 def subset_captions(captions: Path, fraction: float, seed: int, out: Path) -> Path:
@@ -80,7 +69,7 @@ def subset_captions(captions: Path, fraction: float, seed: int, out: Path) -> Pa
 
 def make_labels(corpus: Path, regions: Path, captions: Path, out: Path, cfg: ExperimentConfig, logs: Path) -> Path:
     try:
-        return shard_dir(out, "labels")
+        return Path(shard_dir(out, "labels"))
     except FileNotFoundError:
         pass
     cmd = [sys.executable, "-m", "pipelines.label_pipeline", "--captions", str(captions), "--regions", str(regions), "--out", str(out),
@@ -90,7 +79,7 @@ def make_labels(corpus: Path, regions: Path, captions: Path, out: Path, cfg: Exp
         cmd += ["--teacher-arg", a]
     cmd += ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={max(1, min(cfg.jobs, os.cpu_count() or 1))}"]
     run_logged(cmd, logs / f"{out.name}.log")
-    return shard_dir(out, "labels")
+    return Path(shard_dir(out, "labels"))
 
 
 def label_quality(labels_dir: Path) -> dict[str, Any]:

@@ -15,19 +15,21 @@ import numpy as np
 import torch
 
 from schemas.records import RegionRecord, region_problem
-from schemas.shards import REGION_PREFIX, ShardError, iter_regions, iter_shard, list_shards, load_json
+from schemas.shards import REGION_PREFIX, ShardError, iter_regions, iter_shard, load_json
+from schemas.discovery import list_shards, shard_dir
 
 
 class RegionError(ValueError):
     """A region shard directory that cannot be used; the message names the shard, sample and reason."""
 
 
-def region_shards(regions_dir: str | Path) -> list[Path]:
-    """The ``regions-NNNNNN.tar`` shards of a directory (or of its ``regions/`` subdirectory)."""
-    shards = list_shards(regions_dir, REGION_PREFIX) or list_shards(Path(regions_dir) / REGION_PREFIX, REGION_PREFIX)
-    if not shards:
-        raise RegionError(f"{regions_dir}: no {REGION_PREFIX}-NNNNNN.tar shards")
-    return shards
+def region_shards(regions_dir: str | Path) -> list[str]:
+    """The ``regions-NNNNNN.tar`` shards a user named (:func:`schemas.discovery.shard_dir`: the directory, its
+    ``regions/`` subdirectory, or the output a CURRENT pointer names)."""
+    try:
+        return list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)
+    except FileNotFoundError as e:
+        raise RegionError(str(e)) from e
 
 
 def region_image_ids(regions_dir: str | Path) -> list[str]:
