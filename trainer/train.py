@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ssga_io import atomic
+from ssga_io.console import progress_enabled, quiet_libraries
 from trainer.config import TrainConfig, parse_args
 from trainer.data.shard_set import _seed_of, probe_shapes, stale_labels_problem
 from trainer.data.stream import BatchStream, rank_position
@@ -150,7 +151,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"))
-        if cfg.progress:
+        if cfg.progress if cfg.progress is not None else progress_enabled():
             from tqdm import tqdm
 
             progress = tqdm(total=cfg.steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         cfg = parse_args(argv)
+        quiet_libraries(verbose=cfg.verbose)
         train(cfg)
     except (ValueError, FileNotFoundError) as e:  # a user's mistake (bad flag, wrong or stale data): one line
         log.error("%s", e)

@@ -37,7 +37,7 @@ class RunSettings:
     id_map: str = ""  # or a mapping file (COCO instances JSON, or TSV stem<TAB>region image_id)
     device: str = "auto"
     cpu_threads: int = 0  # 0: all cores
-    progress: bool = True
+    progress: bool | None = None  # None: a progress bar only when stderr is a terminal
     ckpt_every: int = 0  # steps between checkpoints in OUT/checkpoints (0: none)
     resume: bool = False  # continue from OUT/checkpoints' newest checkpoint
 
@@ -67,7 +67,7 @@ def add_run_args(ap: argparse.ArgumentParser, d: RunSettings, init_flag: str, im
     ap.add_argument("--id-map", default=d.id_map, help="mapping file file stem → region image_id (COCO instances JSON or TSV)")
     ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
     ap.add_argument("--cpu-threads", type=int, default=d.cpu_threads)
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    ap.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar (default: one on a terminal)")
     ap.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint every N steps into OUT/checkpoints (0: none)")
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
 

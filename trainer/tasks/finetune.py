@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssga_io.console import progress_enabled
 from trainer.config import TrainConfig, apply_overrides
 from trainer.models import PretrainModel, build_model
 from trainer.runtime.checkpoint import LATEST, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -127,7 +128,7 @@ def fit(model: nn.Module, examples: list[dict[str, Any]], collate: Callable[[lis
     settings = json.loads(json.dumps(settings or {}))  # as it reads back from state.json
     start, order, losses = _start_or_resume(model, opt, rng, ckpt_dir, bool(getattr(cfg, "resume", False)), settings)
     progress = None
-    if cfg.progress:
+    if cfg.progress if cfg.progress is not None else progress_enabled():
         from tqdm import tqdm
 
         progress = tqdm(total=cfg.steps, initial=start, desc=name, unit="step", dynamic_ncols=True)
