@@ -39,7 +39,11 @@ from trainer.data.masking import IGNORE
 from trainer.models import build_model
 from trainer.data.text import load_tokenizer
 from trainer.toydata import NUM_CLASSES, write_corpus
-from trainer.train import STATS, BatchStream, configure_cpu_threads, make_optimizer, train_step
+from trainer.data.stream import BatchStream
+from trainer.runtime.distributed import configure_cpu_threads
+from trainer.runtime.loss_log import STATS
+from trainer.runtime.optim import make_optimizer
+from trainer.train import train_step
 
 NUM_IMAGES = 600
 FEAT_DIM = 2048  # BUTD features, so decode cost is realistic

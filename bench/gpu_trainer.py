@@ -21,7 +21,10 @@ from trainer.config import TrainConfig
 from trainer.losses import loss_sums
 from trainer.models import build_model
 from trainer.toydata import NUM_CLASSES, write_corpus
-from trainer.train import STATS, BatchStream, compile_enabled, make_optimizer, train_step
+from trainer.data.stream import BatchStream
+from trainer.runtime.loss_log import STATS
+from trainer.runtime.optim import make_optimizer
+from trainer.train import compile_enabled, train_step
 
 BERT_BASE = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, dropout=0.1, bf16=True,
                  lr=1e-4, warmup_steps=1, steps=10_000, max_text_len=36, max_regions=36)

@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable, Iterator, NoReturn
 
+from ssga_io.console import HF_LOGGERS, progress_enabled, quiet_libraries  # noqa: F401  (progress_enabled: the pipelines' import)
+
 # A root handler before Beam is imported: an import-time ``logging.warning`` ("apitools not found")
 # would otherwise install a default handler of its own and print. setup_logging() replaces it.
 if not logging.getLogger().handlers:
@@ -31,9 +33,7 @@ log = logging.getLogger("pipelines.cli")
 EXIT_STAGE_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-NOISY_LOGGERS = ("apache_beam", "absl", "grpc", "transformers", "urllib3", "filelock", "huggingface_hub", "fsspec")
-# Inherited by Beam's worker processes and read by native libraries at import.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "GRPC_VERBOSITY": "ERROR", "GRPC_ENABLE_FORK_SUPPORT": "0", "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "3"}
+NOISY_LOGGERS = ("apache_beam", "absl", "grpc", *HF_LOGGERS)
 
 _state: list[str] = []
 _verbose = False
@@ -79,20 +79,10 @@ def setup_logging(verbose: bool = False) -> None:
     global _verbose
     _verbose = verbose
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    level = logging.INFO if verbose else logging.ERROR
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(level)
+    quiet_libraries(NOISY_LOGGERS, verbose)  # also the environment Beam's worker processes inherit
     # The job service relays every worker log line, CRITICAL ones with a traceback when a worker is
     # stopped by Ctrl-C; the workers' own output (the log file of worker_output) has them all.
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(level if verbose else logging.CRITICAL + 1)
-    if not verbose:
-        for k, v in QUIET_ENV.items():
-            os.environ.setdefault(k, v)
-
-
-def progress_enabled() -> bool:
-    """Progress bars redraw in place on a terminal only; in a log file each redraw would be a line."""
-    return sys.stderr.isatty()
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
 
 
 @contextlib.contextmanager

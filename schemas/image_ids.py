@@ -12,7 +12,8 @@ and ``instances.json`` ``file_name``). The modes (flag ``--image-id``, plus ``--
 * ``auto``: whichever of ``stem`` and ``int`` joins (decided by the caller against the region ids).
 
 A mapping file is either a COCO-style annotation JSON (``images: [{id, file_name}]``: stem → id) or a
-two-column TSV ``<file stem><TAB><region image_id>`` (no header).
+two-column TSV ``<file stem><TAB><region image_id>`` (no header). :func:`best_join` is the one join every
+task join module (VQA's, and VCR's that NLVR2 and SNLI-VE share) runs once it has each item's key per mode.
 """
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Hashable, Iterable
+from typing import TypeVar
 
 IMAGE_ID_MODES = ("auto", "stem", "int")
 _TRAILING_INT = re.compile(r"(\d+)$")
+K = TypeVar("K", bound=Hashable)
+
+
+class JoinError(ValueError):
+    """No image joins, or the key is ambiguous or unknown."""
 
 
 def file_stem(name: str) -> str:
@@ -76,3 +84,39 @@ def no_join_message(what: str, tried: dict[str, list[str]], region_ids: list[str
         f"no {what} joins a region sample of {regions}: keys tried {sides}; region image_ids e.g. {sorted(region_ids)[:3]}. "
         "Pick the key with --image-id stem|int, or give --id-map FILE (COCO instances JSON, or TSV <file stem><TAB><region image_id>)"
     )
+
+
+def region_index(region_ids: Iterable[str], mode: str) -> dict[str, str]:
+    """Join key → region image_id under ``mode`` (``int``: the trailing integer; any other: the id itself).
+    Two region ids with one key is a :class:`JoinError`: the join would have to guess."""
+    out: dict[str, str] = {}
+    for rid in region_ids:
+        k = int_key(rid) if mode == "int" else rid
+        if k is None:
+            continue
+        if k in out and out[k] != rid:
+            raise JoinError(f"region image ids {out[k]!r} and {rid!r} both mean image {k} under the {mode} key; use --image-id stem or --id-map")
+        out[k] = rid
+    return out
+
+
+def best_join(keys: dict[str, dict[K, str | None]], region_ids: list[str], what: str, regions: str) -> tuple[dict[K, str], str]:
+    """``({item: region image_id}, mode)`` for the mode joining the most items, given each item's key under
+    each mode to try (``{mode: {item: key or None}}``, in order; ties go to the first). A mode under which
+    region ids collide is passed over while another remains; no item joining at all is a :class:`JoinError`
+    naming the keys tried and ids from both sides."""
+    joined: dict[str, dict[K, str]] = {}
+    tried: dict[str, list[str]] = {}
+    for mode, item_keys in keys.items():
+        try:
+            index = region_index(region_ids, mode)
+        except JoinError:
+            if len(keys) == 1:
+                raise
+            continue  # auto: a key under which region ids collide cannot be the right one
+        joined[mode] = {i: index[k] for i, k in item_keys.items() if k is not None and k in index}
+        tried[mode] = sorted(k for k in item_keys.values() if k is not None)[:3]
+    best = max(joined, key=lambda m: len(joined[m]), default="")
+    if not best or not joined[best]:
+        raise JoinError(no_join_message(what, tried, region_ids, regions))
+    return joined[best], best

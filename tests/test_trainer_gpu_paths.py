@@ -22,7 +22,10 @@ from trainer.config import TrainConfig
 from trainer.losses import loss_counts
 from trainer.models import build_model
 from trainer.data.text import load_tokenizer
-from trainer.train import BatchStream, make_optimizer, stats_dict, train, train_step
+from trainer.data.stream import BatchStream
+from trainer.runtime.loss_log import stats_dict
+from trainer.runtime.optim import make_optimizer
+from trainer.train import train, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, ddp_train_worker, first_batch, flatten_like_cudnn, tiny_config, write_corpus
 

@@ -8,7 +8,8 @@ import pytest
 
 from schemas.manifest import write_manifest
 from trainer.data.shard_set import region_shards, shard_is_empty, stale_labels_problem
-from trainer.train import main, probe_shapes, train
+from trainer.data.shard_set import probe_shapes
+from trainer.train import main, train
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import tiny_config, write_corpus
 

@@ -13,7 +13,10 @@ from trainer.losses import TERMS, loss_counts, loss_sums
 from trainer.models import build_model
 from trainer.models.embeddings import box_sine_cosine
 from trainer.data.text import load_tokenizer
-from trainer.train import BatchStream, make_optimizer, stats_dict, train_step
+from trainer.data.stream import BatchStream
+from trainer.runtime.loss_log import stats_dict
+from trainer.runtime.optim import make_optimizer
+from trainer.train import train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, first_batch, grounding_scores, tiny_config, write_corpus
 

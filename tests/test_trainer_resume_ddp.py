@@ -11,7 +11,9 @@ from safetensors.torch import load_file
 
 from trainer.models import build_model
 from trainer.data.text import load_tokenizer
-from trainer.train import make_optimizer, stats_dict, train, train_step
+from trainer.runtime.loss_log import stats_dict
+from trainer.runtime.optim import make_optimizer
+from trainer.train import train, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from trainer_fixtures import NUM_CLASSES, ddp_worker, first_batch, split_batch, tiny_config, write_corpus
 

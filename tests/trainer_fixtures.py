@@ -73,7 +73,9 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
 
     from trainer.models import build_model
     from trainer.data.text import load_tokenizer
-    from trainer.train import make_optimizer, stats_dict, train_step
+    from trainer.runtime.loss_log import stats_dict
+    from trainer.runtime.optim import make_optimizer
+    from trainer.train import train_step
 
     torch.set_num_threads(1)
     tok = load_tokenizer(cfg.tokenizer)

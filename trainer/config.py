@@ -79,7 +79,8 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_ckpts: int = 2
     resume: bool = True  # continue from out/latest.json when present
-    progress: bool = True
+    progress: bool | None = None  # None ("auto"): a progress bar only when stderr is a terminal; true/false force it
+    verbose: bool = False  # transformers' and Hugging Face Hub's own log lines and progress bars
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,6 +101,8 @@ def _base_type(tp: Any) -> tuple[type, bool]:
 def _parse_value(name: str, raw: Any, tp: Any) -> Any:
     base, optional = _base_type(tp)
     if optional and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
+        return None
+    if optional and base is bool and isinstance(raw, str) and raw.lower() == "auto":
         return None
     if base is bool:
         if isinstance(raw, bool):

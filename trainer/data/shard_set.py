@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from schemas.manifest import read_manifest
-from schemas.shards import LABEL_PREFIX, REGION_PREFIX, iter_shard
+from schemas.shards import LABEL_PREFIX, REGION_PREFIX, decode_region, iter_shard
 from schemas.discovery import list_shards, shard_dir
 
 
@@ -16,6 +16,20 @@ from schemas.discovery import list_shards, shard_dir
 def region_shards(regions_dir: str | Path) -> list[str]:
     """The region shards a user named (:func:`schemas.discovery.shard_dir`), in index order."""
     return list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)
+
+
+def probe_shapes(regions_dir: str) -> tuple[int, int]:
+    """(feature width, detector classes) from the first sample of the first non-empty region shard.
+
+    Empty shards are allowed (a small corpus over many shards has some); 1 class when the source
+    has no class distribution.
+    """
+    shards = region_shards(regions_dir)
+    for shard in shards:
+        for key, members in iter_shard(shard):
+            rec = decode_region(members, f"{shard}:{key}")
+            return int(rec.features.shape[1]), int(rec.cls_prob.shape[1]) if rec.cls_prob is not None else 1
+    raise ValueError(f"{regions_dir}: all {len(shards)} region shards are empty; re-run the regions stage on a non-empty source")
 
 
 def stale_labels_problem(regions_dir: str | Path, labels_dir: str | Path) -> str | None:

@@ -1,1 +1,1 @@
-"""What every training loop shares: checkpoints (``checkpoint``), optimiser and learning-rate schedule (``optim``), devices (``device``)."""
+"""What the training loops run on: checkpoints (``checkpoint``), optimiser and learning-rate schedule (``optim``), devices (``device``), ranks and threads (``distributed``), the pre-training step log (``loss_log``)."""

@@ -1,5 +1,6 @@
 """The fine-tuning engine every downstream task shares: init from a pre-training run, AdamW +
-warm-up/decay over fixed steps, checkpoints with exact resume, prediction, the command-line guard.
+warm-up/decay over fixed steps, checkpoints with exact resume, prediction (a command's scaffolding:
+:mod:`trainer.tasks.command`).
 
 A task (REC: :mod:`trainer.tasks.rec`, VQA: :mod:`trainer.tasks.vqa`) brings its examples, a
 ``collate`` (examples → tensors), a head on :func:`load_pretrained`'s encoder, ``loss_fn(model,
@@ -18,9 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssga_io.console import progress_enabled
 from trainer.config import TrainConfig, apply_overrides
 from trainer.models import PretrainModel, build_model
 from trainer.runtime.checkpoint import LATEST, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -74,25 +74,6 @@ def train_subset(n: int, fraction: float, seed: int) -> np.ndarray:
         return np.arange(n)
     k = max(1, int(round(n * fraction)))
     return np.sort(np.random.default_rng([seed, 0xF1E]).choice(n, size=k, replace=False))
-
-
-def pick_device(name: str, cpu_threads: int = 0) -> torch.device:
-    """``auto`` → CUDA when present; on CPU, ``cpu_threads`` threads (0: all cores)."""
-    device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads or os.cpu_count() or 1)
-    return device
-
-
-RUNTIME_FIELDS = ("out", "device", "cpu_threads", "progress", "ckpt_every", "resume")
-
-
-def run_settings(cfg: Any) -> dict[str, Any]:
-    """The fields of a task's config that decide its results (not where it writes nor how fast it runs):
-    what a checkpoint must share with the run that resumes it."""
-    from dataclasses import asdict
-
-    return {k: v for k, v in asdict(cfg).items() if k not in RUNTIME_FIELDS}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -147,7 +128,7 @@ def fit(model: nn.Module, examples: list[dict[str, Any]], collate: Callable[[lis
     settings = json.loads(json.dumps(settings or {}))  # as it reads back from state.json
     start, order, losses = _start_or_resume(model, opt, rng, ckpt_dir, bool(getattr(cfg, "resume", False)), settings)
     progress = None
-    if cfg.progress:
+    if cfg.progress if cfg.progress is not None else progress_enabled():
         from tqdm import tqdm
 
         progress = tqdm(total=cfg.steps, initial=start, desc=name, unit="step", dynamic_ncols=True)
@@ -188,16 +169,3 @@ def predict(model: nn.Module, examples: list[dict[str, Any]], collate: Callable[
     for i in range(0, len(examples), batch_size):
         out.append(model(to_device(collate(examples[i : i + batch_size]), device)).argmax(-1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
-
-
-def cli_main(run: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
-    """Run a task's command line: a user's mistake (bad flag value, missing or unjoinable data) is one
-    line on stderr and exit status 2, never a traceback."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        run(argv)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None

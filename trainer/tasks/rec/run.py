@@ -30,19 +30,19 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ssga_io import atomic
 from ssga_io.security import PICKLE_RISK
 from trainer.data.text import load_tokenizer
-from trainer.tasks.finetune import cli_main, fit, pick_device, resolve_init, run_settings
-from trainer.tasks.rec.data import collate, make_examples, train_subset
+from trainer.tasks.command import RunSettings, add_run_args, cli_main, results_head, run_settings, start_run, write_results
+from trainer.tasks.finetune import fit, train_subset
+from trainer.tasks.rec.data import collate, make_examples
 from trainer.tasks.rec.evaluate import evaluate
 from trainer.tasks.rec.model import HEADS, build_rec_model
 from trainer.tasks.rec.refer import join_refer
@@ -53,30 +53,14 @@ EVAL_SPLITS = ("val", "testA", "testB")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(RunSettings):
     refer: str
     regions: str
     init: str  # a pre-training run dir (latest.json), a ckpt-NNNNNNNN dir, or "none"
     out: str
-    model_config: str = ""  # TrainConfig JSON for --init none (e.g. a pre-training run's config.json)
-    train_fraction: float = 1.0  # seeded share of train expressions
-    seed: int = 0
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-4  # 4e-5 is the paper's for BERT-base at batch 256; a tiny model needs more
-    weight_decay: float = 0.01
-    warmup_frac: float = 0.1
-    head_dropout: float = 0.1
+    _: KW_ONLY
     head: str = "linear"  # "linear" (ViLBERT's) | "grounding" (the pre-trained f_align, expression as phrase)
-    max_regions: int = 0  # 0: the pre-training config's max_regions
     allow_pickle: bool = False
-    image_id: str = "auto"  # REFER image → region sample key: auto | stem | int (trainer.tasks.rec.refer)
-    id_map: str = ""  # or a mapping file (COCO instances JSON, or TSV stem<TAB>region image_id)
-    device: str = "auto"
-    cpu_threads: int = 0  # 0: all cores
-    progress: bool = True
-    ckpt_every: int = 0  # steps between checkpoints in OUT/checkpoints (0: none)
-    resume: bool = False  # continue from OUT/checkpoints' newest checkpoint
 
 
 def rec_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -87,8 +71,7 @@ def rec_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Load, fine-tune on train, evaluate on val/testA/testB, write OUT/results.json. Returns the results."""
     start = time.perf_counter()
-    device = pick_device(cfg.device, cfg.cpu_threads)
-    pcfg, ckpt = resolve_init(cfg.init, cfg.model_config)
+    device, pcfg, ckpt = start_run(cfg, cfg.init)
     max_regions = cfg.max_regions or pcfg.max_regions
     expressions, proposals, _ = join_refer(cfg.refer, cfg.regions, cfg.image_id, cfg.id_map, cfg.allow_pickle, max_regions)
     tokenizer = load_tokenizer(pcfg.tokenizer)
@@ -104,25 +87,20 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     model = build_rec_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout, cfg.head).to(device)
-    losses = fit(model, train_ex, collate, rec_loss, cfg, device, name="finetune rec", ckpt_dir=Path(cfg.out) / "checkpoints",
-                 settings=run_settings(cfg))
+    out = Path(cfg.out)
+    losses = fit(model, train_ex, collate, rec_loss, cfg, device, name="finetune rec", ckpt_dir=out / "checkpoints", settings=run_settings(cfg))
     metrics, lines = evaluate(model, eval_ex, proposals, device, control=True)
     train_metrics, _ = evaluate(model, train_ex, proposals, device)
     results = {
-        "config": asdict(cfg),
-        "init_checkpoint": str(ckpt) if ckpt else None,
-        "pretrain_config": pcfg.to_dict(),
+        **results_head(cfg, pcfg, ckpt, losses),
         "train_expressions": len(train_ex),
         "train_expressions_available": len(train_exprs),
         "train_acc": train_metrics.get("train", {}).get("acc"),
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
         "splits": metrics,
-        "wall_s": round(time.perf_counter() - start, 2),
     }
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "predictions.jsonl", "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
-    atomic.write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_results(out, results, start)
     log.info("%s", " | ".join(f"{s} acc {m['acc']:.3f} (>0.5: {m['acc_strict']:.3f}, oracle {m['oracle']:.3f}, "
                               f"swapped text {m.get('acc_swapped_text', float('nan')):.3f})" for s, m in metrics.items()))
     return results
@@ -135,26 +113,10 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     ap.add_argument("--regions", required=True, help="region shard directory of the REFER images (proposals)")
     ap.add_argument("--init", required=True, help="pre-training run dir, checkpoint dir, or 'none' (random init; needs --model-config)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--model-config", default="", help="TrainConfig JSON for --init none")
-    ap.add_argument("--train-fraction", type=float, default=d.train_fraction)
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--steps", type=int, default=d.steps)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    ap.add_argument("--warmup-frac", type=float, default=d.warmup_frac)
-    ap.add_argument("--head-dropout", type=float, default=d.head_dropout)
     ap.add_argument("--head", default=d.head, choices=HEADS, help="region scorer: linear on region tokens (ViLBERT), or the pre-trained grounding head")
-    ap.add_argument("--max-regions", type=int, default=d.max_regions, help="0: the pre-training config's")
     ap.add_argument("--allow-pickle", action="store_true", help=f"read refs(unc).p when there is no refs.json: {PICKLE_RISK}")
-    ap.add_argument("--image-id", default=d.image_id, choices=("auto", "stem", "int"),
-                    help="how a REFER image names its region sample: instances.json file_name stem, COCO integer id, or auto")
-    ap.add_argument("--id-map", default=d.id_map, help="mapping file file-stem → region image_id (COCO instances JSON or TSV)")
-    ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--cpu-threads", type=int, default=d.cpu_threads)
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
-    ap.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint every N steps into OUT/checkpoints (0: none)")
-    ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    add_run_args(ap, d, "--init", ("auto", "stem", "int"),
+                 "how a REFER image names its region sample: instances.json file_name stem, COCO integer id, or auto")
     return FinetuneConfig(**vars(ap.parse_args(argv)))
 
 

@@ -10,25 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from schemas.image_ids import file_stem, image_key, int_key, no_join_message
+from schemas.image_ids import JoinError, best_join, file_stem, image_key
 
 JOIN_KEYS = ("auto", "stem", "int", "map")
-
-
-class JoinError(ValueError):
-    """No image joins, or the key is ambiguous or unknown."""
-
-
-def _region_index(region_ids: Iterable[str], mode: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for rid in region_ids:
-        k = int_key(rid) if mode == "int" else rid
-        if k is None:
-            continue
-        if k in out and out[k] != rid:
-            raise JoinError(f"region image ids {out[k]!r} and {rid!r} both mean image {k} under the {mode} key; use --image-id stem or --id-map")
-        out[k] = rid
-    return out
 
 
 def join_image_names(
@@ -42,21 +26,6 @@ def join_image_names(
     if key == "map" and id_map is None:
         raise JoinError("join key 'map' needs an id map (--id-map FILE)")
     stems = sorted({file_stem(n) for n in names})
-    rids = sorted(set(region_ids))
     modes = ["map"] if id_map is not None else (["stem", "int"] if key == "auto" else [key])
-    joined: dict[str, dict[str, str]] = {}
-    tried: dict[str, list[str]] = {}
-    for m in modes:
-        try:
-            index = {r: r for r in rids} if m == "map" else _region_index(rids, m)
-        except JoinError:
-            if len(modes) == 1:
-                raise
-            continue  # auto: a key under which region ids collide cannot be the right one
-        keys = {s: image_key(s, "stem" if m == "map" else m, id_map if m == "map" else None) for s in stems}
-        joined[m] = {s: index[k] for s, k in keys.items() if k is not None and k in index}
-        tried[m] = sorted(k for k in keys.values() if k is not None)[:3]
-    best = max(joined, key=lambda m: len(joined[m]), default="")
-    if not best or not joined[best]:
-        raise JoinError(no_join_message(what, tried, rids, regions))
-    return joined[best], best
+    keys = {m: {s: image_key(s, "stem", id_map) if m == "map" else image_key(s, m) for s in stems} for m in modes}
+    return best_join(keys, sorted(set(region_ids)), what, regions)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from schemas.image_ids import int_key, no_join_message
+from schemas.image_ids import JoinError, best_join
 from trainer.tasks.regions import RegionError
 from trainer.tasks.regions import region_image_ids as shared_region_image_ids
 from trainer.tasks.vqa.reader import VQAError
@@ -39,19 +39,6 @@ def region_image_ids(regions_dir: str | Path) -> list[str]:
         return shared_region_image_ids(regions_dir)
     except RegionError as e:
         raise VQAError(str(e)) from e
-
-
-def _region_index(region_ids: list[str], key: str) -> dict[str, str]:
-    """Comparison key → region image_id; two region ids with one key is an error (the join would guess)."""
-    out: dict[str, str] = {}
-    for rid in region_ids:
-        k = int_key(rid) if key == "int" else rid
-        if k is None:
-            continue
-        if k in out and out[k] != rid:
-            raise VQAError(f"region image ids {out[k]!r} and {rid!r} both mean image {k} under the {key} key; use --image-id stem or --id-map")
-        out[k] = rid
-    return out
 
 
 def _vqa_key(image_id: int, key: str, data_subtype: str, id_map: dict[str, str] | None) -> str | None:
@@ -75,16 +62,8 @@ def join_regions(
         raise VQAError("join key 'map' needs an id map (--id-map FILE)")
     if any(m in ("stem", "map") for m in modes) and not data_subtype and len(modes) == 1:
         raise VQAError(f"the {modes[0]} key needs the split's data_subtype (e.g. val2014) to build COCO file names")
-    joined: dict[str, dict[int, str]] = {}
-    tried: dict[str, list[str]] = {}
-    for m in modes:
-        if m != "int" and not data_subtype:
-            continue  # auto without a data_subtype: only int can be tried
-        index = _region_index(rids, m)
-        keys = {i: _vqa_key(i, m, data_subtype, id_map) for i in images}
-        joined[m] = {i: index[k] for i, k in keys.items() if k is not None and k in index}
-        tried[m] = sorted(k for k in keys.values() if k is not None)[:3]
-    best = max(joined, key=lambda m: len(joined[m]))  # ties: the first listed (int before stem)
-    if not joined[best]:
-        raise VQAError(no_join_message(what, tried, rids, regions))
-    return joined[best], best
+    keys = {m: {i: _vqa_key(i, m, data_subtype, id_map) for i in images} for m in modes if m == "int" or data_subtype}
+    try:  # auto without a data_subtype: only int can be tried
+        return best_join(keys, rids, what, regions)  # ties: the first listed (int before stem)
+    except JoinError as e:
+        raise VQAError(str(e)) from e

@@ -26,20 +26,18 @@ eval questions no vocabulary answer can score on, and the loss curve.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from schemas.image_ids import parse_id_map
-from ssga_io import atomic
 from trainer.data.text import load_tokenizer
-from trainer.tasks.finetune import cli_main, fit, pick_device, predict, resolve_init, run_settings, train_subset
+from trainer.tasks.command import RunSettings, add_run_args, cli_main, results_head, run_settings, start_run, write_results
+from trainer.tasks.finetune import fit, predict, train_subset
 from trainer.tasks.regions import RegionError, feature_shape, read_regions
 from trainer.tasks.vqa.baseline import majority_predictions
 from trainer.tasks.vqa.data import check_images, collate_for, make_examples, uncovered, vocab_upper_bound
@@ -53,33 +51,19 @@ log = logging.getLogger("trainer.finetune_vqa")
 
 
 @dataclass
-class VQAConfig:
+class VQAConfig(RunSettings):
     vqa: str  # directory of VQA 2.0's question and annotation files
     regions: str
     out: str
+    _: KW_ONLY
     pretrained: str = "none"  # a pre-training run dir (latest.json), a ckpt-NNNNNNNN dir, or "none"
-    model_config: str = ""  # TrainConfig JSON for --pretrained none (e.g. a pre-training run's config.json)
     train_split: str = "train2014"
     eval_split: str = "val2014"
     vocab: str = ""  # an AnswerVocab JSON; empty: built from the training questions
     min_answer_count: int = MIN_COUNT
     answer_source: str = SOURCES[0]  # count multiple_choice_answer (the convention) or all ten answers
-    train_fraction: float = 1.0  # seeded share of the training questions
-    seed: int = 0
     steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-4  # ViLBERT's 4e-5 is for BERT-base at batch 256; see trainer/README.md "VQA"
-    weight_decay: float = 0.01
-    warmup_frac: float = 0.1
-    head_dropout: float = 0.1
-    max_regions: int = 0  # 0: the pre-training config's max_regions
-    image_id: str = "auto"  # COCO image → region sample key: auto | int | stem (trainer.tasks.vqa.join)
-    id_map: str = ""
-    device: str = "auto"
-    cpu_threads: int = 0
-    progress: bool = True
-    ckpt_every: int = 0  # steps between checkpoints in OUT/checkpoints (0: none)
-    resume: bool = False
+    batch_size: int = 64  # lr stays 1e-4: ViLBERT's 4e-5 is for BERT-base at batch 256 (trainer/README.md "VQA")
 
 
 def _split(root: str, split: str, need_annotations: bool) -> tuple[list[VQAExample], Path]:
@@ -113,8 +97,7 @@ def run_vqa(cfg: VQAConfig) -> dict[str, Any]:
     start = time.perf_counter()
     if cfg.image_id not in JOIN_KEYS:
         raise ValueError(f"--image-id must be one of {JOIN_KEYS}, got {cfg.image_id!r}")
-    device = pick_device(cfg.device, cfg.cpu_threads)
-    pcfg, ckpt = resolve_init(cfg.pretrained, cfg.model_config)
+    device, pcfg, ckpt = start_run(cfg, cfg.pretrained)
     train_all, train_path = _split(cfg.vqa, cfg.train_split, True)
     eval_q, eval_path = _split(cfg.vqa, cfg.eval_split, False)
     region_of, key = _join(cfg, {"train": (train_all, train_path), "eval": (eval_q, eval_path)})
@@ -144,16 +127,13 @@ def run_vqa(cfg: VQAConfig) -> dict[str, Any]:
     answers = vocab.decode(predict(model, eval_ex, collate, device))
     predictions = {e.question_id: a for e, a in zip(eval_q, answers)}
     results: dict[str, Any] = {
-        "config": asdict(cfg),
-        "init_checkpoint": str(ckpt) if ckpt else None,
-        "pretrain_config": pcfg.to_dict(),
+        **results_head(cfg, pcfg, ckpt, losses),
         "join_key": key,
         "train_questions": len(train_ex),
         "train_questions_available": len(train_all),
         "eval_split": cfg.eval_split,
         "eval_questions": len(eval_ex),
         "num_answers": len(vocab),
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
         "losses": losses,
     }
     if eval_q and all(e.annotated for e in eval_q):
@@ -166,11 +146,9 @@ def run_vqa(cfg: VQAConfig) -> dict[str, Any]:
         base = results["baselines"]["majority_by_answer_type"]["per_answer_type"]
         log.info("%s accuracy %.2f | %s", cfg.eval_split, scores.overall,
                  " | ".join(f"{t} {v:.2f} (majority {base[t]:.2f})" for t, v in sorted(scores.per_answer_type.items())))
-    results["wall_s"] = round(time.perf_counter() - start, 2)
     vocab.save(out / "vocab.json")
     write_predictions(out / "predictions.json", predictions)
-    atomic.write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
-    return results
+    return write_results(out, results, start)
 
 
 def parse_args(argv: list[str] | None = None) -> VQAConfig:
@@ -181,28 +159,12 @@ def parse_args(argv: list[str] | None = None) -> VQAConfig:
     ap.add_argument("--out", required=True)
     ap.add_argument("--pretrained", "--init", dest="pretrained", default=d.pretrained,
                     help="pre-training run dir, checkpoint dir, or 'none' (random init; needs --model-config)")
-    ap.add_argument("--model-config", default=d.model_config, help="TrainConfig JSON for --pretrained none")
     ap.add_argument("--train-split", default=d.train_split)
     ap.add_argument("--eval-split", default=d.eval_split, help="scored when annotated; otherwise predictions only")
     ap.add_argument("--vocab", default=d.vocab, help="answer vocabulary JSON (default: built from the training questions)")
     ap.add_argument("--min-answer-count", type=int, default=d.min_answer_count, help="keep answers of at least N training questions (9: VQA's 3,129)")
     ap.add_argument("--answer-source", default=d.answer_source, choices=SOURCES)
-    ap.add_argument("--train-fraction", type=float, default=d.train_fraction)
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--steps", type=int, default=d.steps)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    ap.add_argument("--warmup-frac", type=float, default=d.warmup_frac)
-    ap.add_argument("--head-dropout", type=float, default=d.head_dropout)
-    ap.add_argument("--max-regions", type=int, default=d.max_regions, help="0: the pre-training config's")
-    ap.add_argument("--image-id", default=d.image_id, choices=JOIN_KEYS[:3], help="COCO image → region sample: int, stem, or auto")
-    ap.add_argument("--id-map", default=d.id_map, help="mapping file COCO file stem → region image_id (COCO instances JSON or TSV)")
-    ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--cpu-threads", type=int, default=d.cpu_threads)
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
-    ap.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint every N steps into OUT/checkpoints (0: none)")
-    ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    add_run_args(ap, d, "--pretrained", JOIN_KEYS[:3], "COCO image → region sample: int, stem, or auto")
     return VQAConfig(**vars(ap.parse_args(argv)))
 
 
