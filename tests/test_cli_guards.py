@@ -254,10 +254,10 @@ def test_region_fingerprint_from_metadata_by_default_content_behind_a_flag(tmp_p
 
 def test_progress_bars_only_on_a_terminal(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    assert dag._console_args(["--batch-size", "8"]) == ["--progress", "false"]
-    assert dag._console_args(["--progress", "true"]) == []
+    assert dag.pretrain._console_args(["--batch-size", "8"]) == ["--progress", "false"]
+    assert dag.pretrain._console_args(["--progress", "true"]) == []
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    assert dag._console_args([]) == []
+    assert dag.pretrain._console_args([]) == []
 
 
 def test_make_prints_the_resolved_teacher_and_workers():

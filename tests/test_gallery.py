@@ -69,7 +69,7 @@ def demo(tmp_path_factory):
     data = tmp_path_factory.mktemp("gallery")
     generate(data / "sample", num_images=10, seed=3)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pipelines.dag.subprocess.run", _fake_trainer)
+        mp.setattr("pipelines.dag.pretrain.subprocess.run", _fake_trainer)
         report_a = labels_dag(_cfg(data, TEACHER_A))
         run_a = pretrain_stage(_cfg(data, TEACHER_A), report_a)
         index_a = build_gallery(data, None, data / "gallery_a", max_images=SHOWN, scale=SCALE)

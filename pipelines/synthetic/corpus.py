@@ -26,12 +26,12 @@ from pipelines.formats import writers
 from pipelines.synthetic.detector import ATTRIBUTES, BOXES_PER_IMAGE, Detections, detect, projection
 from pipelines.synthetic.language import make_caption, referring_expressions
 from pipelines.synthetic.scene import IMAGE_SIDE, SHAPE_VOCAB_LINES, SHAPES, Scene, draw_scene
+from pipelines.synthetic.task_files import CORPUS_KIND, refuse_foreign
 from ssga_io import atomic
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1"
-CORPUS_KIND = "ssga-synthetic-corpus"
 ENTITY_TYPE = "other"
 REFER_SPLITS = (("train", 0.7), ("val", 0.1), ("testA", 0.1), ("testB", 0.1))
 
@@ -100,10 +100,7 @@ def generate(out: str | os.PathLike, num_images: int, seed: int = 0, feature_dim
     if num_images < 0 or feature_dim < 1 or captions_per_image < 1:
         raise ValueError("num_images must be >= 0, feature_dim and captions_per_image >= 1")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        previous = out / MANIFEST_NAME
-        if not previous.exists() or json.loads(previous.read_text()).get("kind") != CORPUS_KIND:
-            raise FileExistsError(f"{out} exists and is not a synthetic corpus; refusing to replace it")
+    refuse_foreign(out, CORPUS_KIND, "a synthetic corpus")
     tmp = atomic.temp_name(out)  # a directory, renamed whole
     shutil.rmtree(tmp, ignore_errors=True)
     for sub in ("images", "regions_npz", "regions_npy", "flickr30k/Sentences", "flickr30k/Annotations", "refer"):

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.scene import COLOURS, SHAPES, Scene
-from pipelines.synthetic.vcr import cli, write_dataset
+from pipelines.synthetic.task_files import cli, write_dataset
 
 GENERATOR_VERSION = "1"
 KIND = "ssga-synthetic-nlvr2"

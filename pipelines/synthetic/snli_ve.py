@@ -28,7 +28,7 @@ import numpy as np
 from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.language import make_caption, referring_expressions
 from pipelines.synthetic.scene import COLOURS, SHAPES, Scene, spatial_relation
-from pipelines.synthetic.vcr import cli, write_dataset
+from pipelines.synthetic.task_files import cli, write_dataset
 from pipelines.synthetic.vqa import OPPOSITE
 
 GENERATOR_VERSION = "1"

@@ -31,27 +31,21 @@ Everything about image ``i`` comes from ``default_rng([seed, i, VCR_STREAM])``: 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
-import shutil
-import sys
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from schemas.manifest import fingerprint
 from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.scene import COLOURS, SHAPES, Scene, spatial_relation
-from pipelines.synthetic.vqa import _corpus_params
+from pipelines.synthetic.task_files import cli, write_dataset
 
 GENERATOR_VERSION = "1"
 KIND = "ssga-synthetic-vcr"
-MANIFEST = "_MANIFEST.json"
 MOVIE = "synthetic_shapes"
 SPLITS = ("train", "val")
 VCR_STREAM = 0x5643  # "VC"
@@ -140,31 +134,6 @@ def image_records(index: int, num_images: int, seed: int, questions_per_image: i
     return split, scene, records
 
 
-def write_dataset(out: str | os.PathLike, kind: str, files: dict[str, str], params: dict, counts: dict, notes: dict | None = None) -> dict[str, Any]:
-    """Write ``files`` (relative path → text) and a manifest into ``out`` atomically, replacing only a
-    previous dataset of the same ``kind``. Shared by the VCR, NLVR2 and SNLI-VE generators."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        prev = out / MANIFEST
-        if not prev.exists() or json.loads(prev.read_text()).get("kind") != kind:
-            raise FileExistsError(f"{out} exists and is not a {kind} directory; refusing to replace it")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    digests = {}
-    for name, text in sorted(files.items()):
-        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / name).write_text(text)
-        if "/" not in name:
-            digests[name] = hashlib.sha256(text.encode()).hexdigest()
-    manifest = {"kind": kind, "fingerprint": fingerprint(params), **params, "counts": counts, **(notes or {}), "files": digests}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return manifest
-
-
 def generate_vcr(out: str | os.PathLike, num_images: int, seed: int = 0, questions_per_image: int = 3, val_fraction: float = 0.2) -> dict[str, Any]:
     """Write the synthetic VCR into ``out``. Returns the manifest."""
     if num_images < 1 or questions_per_image < 1 or not 0.0 <= val_fraction <= 1.0:
@@ -191,33 +160,6 @@ def generate_vcr(out: str | os.PathLike, num_images: int, seed: int = 0, questio
     params = {"generator_version": GENERATOR_VERSION, "seed": seed, "num_images": num_images, "questions_per_image": questions_per_image, "val_fraction": val_fraction}
     notes = {"image_id": "img_fn stem = corpus image id (join region shards by stem)", "metadata": "vcr1images/<metadata_fn>; boxes continuous xyxy, exclusive end"}
     return write_dataset(out, KIND, files, params, counts, notes)
-
-
-def cli(prog: str, description: str, generate: Callable[..., dict], extra: Callable[[argparse.ArgumentParser], None], argv: list[str] | None) -> None:
-    """The generators' shared CLI: --out, --num-images, --seed, --corpus plus ``extra`` options passed
-    to ``generate`` by name; a user's mistake is one line on stderr and exit status 2."""
-    ap = argparse.ArgumentParser(prog=prog, description=description)
-    ap.add_argument("--out", required=True, help="output directory (replaced if it holds a previous dataset of this kind)")
-    ap.add_argument("--num-images", type=int, help="images 0..N-1 of the corpus (default: the --corpus's)")
-    ap.add_argument("--seed", type=int, help="the corpus's seed (default 0, or the --corpus's)")
-    ap.add_argument("--corpus", default="", help="a synthetic corpus directory: take --num-images and --seed from its manifest")
-    extra(ap)
-    args = ap.parse_args(argv)
-    try:
-        num_images, seed = args.num_images, args.seed
-        if args.corpus:
-            c_num, c_seed = _corpus_params(args.corpus)
-            if (num_images is not None and num_images != c_num) or (seed is not None and seed != c_seed):
-                raise ValueError(f"--num-images/--seed differ from the corpus's ({c_num} images, seed {c_seed}); drop them or --corpus")
-            num_images, seed = c_num, c_seed
-        if num_images is None:
-            raise ValueError("give --num-images N (or --corpus DIR)")
-        opts = {k: v for k, v in vars(args).items() if k not in ("out", "num_images", "seed", "corpus")}
-        m = generate(args.out, num_images, 0 if seed is None else seed, **opts)
-    except (ValueError, FileExistsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"wrote {json.dumps(m['counts'], sort_keys=True)} to {args.out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,25 +34,20 @@ deterministic by seed, and independent of the corpus's own random stream.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from schemas.manifest import fingerprint
 from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.language import referring_expressions
 from pipelines.synthetic.scene import COLOURS, SHAPES, Scene, spatial_relation
+from pipelines.synthetic.task_files import MANIFEST, cli, write_dataset  # noqa: F401  (MANIFEST: callers read it here)
 
 GENERATOR_VERSION = "1"
 KIND = "ssga-synthetic-vqa"
-MANIFEST = "_MANIFEST.json"
 QUESTIONS_FILE = "v2_OpenEnded_mscoco_{split}_questions.json"  # the published names (trainer.tasks.vqa.reader reads them)
 ANNOTATIONS_FILE = "v2_mscoco_{split}_annotations.json"
 SPLITS = ("train2014", "val2014")
@@ -217,85 +212,41 @@ def image_questions(index: int, num_images: int, seed: int, questions_per_image:
     return split, questions, annotations
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def generate_vqa(out: str | os.PathLike, num_images: int, seed: int = 0, questions_per_image: int = 5, val_fraction: float = 0.2) -> dict[str, Any]:
     """Write the synthetic VQA into ``out`` (replacing a previous synthetic VQA there). Returns the manifest."""
     if num_images < 1 or not 1 <= questions_per_image < 1000 or not 0.0 <= val_fraction <= 1.0:
         raise ValueError("need --num-images >= 1, 1 <= --questions-per-image < 1000 and 0 <= --val-fraction <= 1")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        prev = out / MANIFEST
-        if not prev.exists() or json.loads(prev.read_text()).get("kind") != KIND:
-            raise FileExistsError(f"{out} exists and is not a synthetic VQA directory; refusing to replace it")
     per_split: dict[str, tuple[list, list]] = {s: ([], []) for s in SPLITS}
     for index in range(num_images):
         split, qs, anns = image_questions(index, num_images, seed, questions_per_image, val_fraction)
         per_split[split][0].extend(qs)
         per_split[split][1].extend(anns)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    files: dict[str, str] = {}
     counts: dict[str, Any] = {}
     for split, (qs, anns) in per_split.items():
         qdoc = {"info": INFO, "task_type": "Open-Ended", "data_type": "mscoco", "license": LICENSE, "data_subtype": split, "questions": qs}
         adoc = {"info": INFO, "license": LICENSE, "data_subtype": split, "annotations": anns, "data_type": "mscoco"}
-        (tmp / QUESTIONS_FILE.format(split=split)).write_text(json.dumps(qdoc) + "\n")
-        (tmp / ANNOTATIONS_FILE.format(split=split)).write_text(json.dumps(adoc) + "\n")
+        files[QUESTIONS_FILE.format(split=split)] = json.dumps(qdoc) + "\n"
+        files[ANNOTATIONS_FILE.format(split=split)] = json.dumps(adoc) + "\n"
         counts[split] = {
             "images": len({q["image_id"] for q in qs}), "questions": len(qs),
             "answer_types": dict(sorted(Counter(a["answer_type"] for a in anns).items())),
         }  # fmt: skip
     params = {"generator_version": GENERATOR_VERSION, "seed": seed, "num_images": num_images,
               "questions_per_image": questions_per_image, "val_fraction": val_fraction}  # fmt: skip
-    manifest = {
-        "kind": KIND, "fingerprint": fingerprint(params), **params, "counts": counts,
-        "image_id": "COCO-style int = int(corpus image id), e.g. '000017' -> 17",
-        "files": {p.name: _digest(p) for p in sorted(tmp.iterdir())},
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return manifest
-
-
-def _corpus_params(corpus: str) -> tuple[int, int]:
-    path = Path(corpus) / MANIFEST
-    if not path.exists():
-        raise ValueError(f"{corpus}: no {MANIFEST}; --corpus must be a directory written by python -m pipelines.synthetic")
-    m = json.loads(path.read_text())
-    if m.get("kind") != "ssga-synthetic-corpus":
-        raise ValueError(f"{path}: not a synthetic corpus manifest (kind {m.get('kind')!r})")
-    return int(m["num_images"]), int(m["seed"])
+    notes = {"image_id": "COCO-style int = int(corpus image id), e.g. '000017' -> 17"}
+    return write_dataset(out, KIND, files, params, counts, notes)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.synthetic.vqa", description="Synthetic VQA 2.0 over the synthetic corpus's scenes.")
-    ap.add_argument("--out", required=True, help="output directory (replaced if it holds a previous synthetic VQA)")
-    ap.add_argument("--num-images", type=int, help="images 0..N-1 of the corpus (default: the --corpus's)")
-    ap.add_argument("--seed", type=int, help="the corpus's seed (default 0, or the --corpus's)")
-    ap.add_argument("--corpus", default="", help="a synthetic corpus directory: take --num-images and --seed from its manifest")
-    ap.add_argument("--questions-per-image", type=int, default=5)
-    ap.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val2014 (the rest train2014)")
-    args = ap.parse_args(argv)
-    try:
-        num_images, seed = args.num_images, args.seed
-        if args.corpus:
-            c_num, c_seed = _corpus_params(args.corpus)
-            if (num_images is not None and num_images != c_num) or (seed is not None and seed != c_seed):
-                raise ValueError(f"--num-images/--seed differ from the corpus's ({c_num} images, seed {c_seed}); drop them or --corpus")
-            num_images, seed = c_num, c_seed
-        if num_images is None:
-            raise ValueError("give --num-images N (or --corpus DIR)")
-        m = generate_vqa(args.out, num_images, 0 if seed is None else seed, args.questions_per_image, args.val_fraction)
-    except (ValueError, FileExistsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    summary = ", ".join(f"{s}: {c['questions']} questions" for s, c in m["counts"].items())
-    print(f"wrote {summary} to {args.out}")
+    def extra(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--questions-per-image", type=int, default=5)
+        ap.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val2014 (the rest train2014)")
+
+    def summary(m: dict) -> str:
+        return ", ".join(f"{s}: {c['questions']} questions" for s, c in m["counts"].items())
+
+    cli("python -m pipelines.synthetic.vqa", "Synthetic VQA 2.0 over the synthetic corpus's scenes.", generate_vqa, extra, argv, summary)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ field: not JSON, a missing or malformed identifier, an empty sentence, a label m
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trainer.tasks.jsonl import BadRecord, iter_json_lines
 
 SPLIT_FILES = {"train": "train.json", "dev": "dev.json", "test1": "test1.json", "test2": "test2.json"}
 LABELS = {"True": True, "False": False}
@@ -80,31 +81,22 @@ def _problem(rec: Any, labelled: bool) -> str | None:
     return None
 
 
+def _example(rec: Any, labelled: bool) -> NLVR2Example:
+    why = _problem(rec, labelled)
+    if why:
+        raise BadRecord(why)
+    return NLVR2Example(rec["identifier"], rec["sentence"], LABELS.get(rec.get("label")), {k: v for k, v in rec.items() if k not in KNOWN_FIELDS})
+
+
 def iter_nlvr2(path: str | Path, labelled: bool = True, known_images: Mapping[str, str] | None = None, join_key: str = "") -> Iterator[NLVR2Example]:
     """Validated examples in file order; ``known_images``: image stem → region image_id."""
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NLVR2Error(f"{path}:{lineno}: not valid JSON ({e})") from e
-            ident = rec.get("identifier", "?") if isinstance(rec, dict) else "?"
-            why = _problem(rec, labelled)
-            if why:
-                raise NLVR2Error(f"{path}:{lineno}: identifier {ident}: {why}")
-            if ident in seen:
-                raise NLVR2Error(f"{path}:{lineno}: identifier {ident}: listed twice")
-            seen.add(ident)
-            ex = NLVR2Example(ident, rec["sentence"], LABELS.get(rec.get("label")), {k: v for k, v in rec.items() if k not in KNOWN_FIELDS})
-            if known_images is not None:
-                for img in ex.images:
-                    if img not in known_images:
-                        how = f" (joined by {join_key})" if join_key else ""
-                        raise NLVR2Error(f"{path}:{lineno}: identifier {ident}: field 'identifier' names image {img!r}, which has no region sample{how}")
-            yield ex
+    for where, ex in iter_json_lines(path, NLVR2Error, "identifier", lambda rec: _example(rec, labelled)):
+        if known_images is not None:
+            for img in ex.images:
+                if img not in known_images:
+                    how = f" (joined by {join_key})" if join_key else ""
+                    raise NLVR2Error(f"{where}: field 'identifier' names image {img!r}, which has no region sample{how}")
+        yield ex
 
 
 def read_nlvr2(path: str | Path, labelled: bool = True, known_images: Mapping[str, str] | None = None, join_key: str = "") -> list[NLVR2Example]:

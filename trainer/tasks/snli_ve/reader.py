@@ -13,11 +13,12 @@ classes (SNLI's ``"-"`` no-consensus label was removed by SNLI-VE), a repeated `
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trainer.tasks.jsonl import BadRecord, iter_json_lines
 
 LABELS = ("entailment", "neutral", "contradiction")
 SPLITS = ("train", "dev", "test")
@@ -68,29 +69,20 @@ def _problem(rec: Any) -> str | None:
     return None
 
 
+def _example(rec: Any) -> SNLIVEExample:
+    why = _problem(rec)
+    if why:
+        raise BadRecord(why)
+    return SNLIVEExample(rec["pairID"], str(rec["Flickr30K_ID"]), rec["sentence2"], rec["gold_label"], {k: v for k, v in rec.items() if k not in KNOWN_FIELDS})
+
+
 def iter_snli_ve(path: str | Path, known_images: Mapping[str, str] | None = None, join_key: str = "") -> Iterator[SNLIVEExample]:
     """Validated examples in file order; ``known_images``: Flickr30K_ID → region image_id."""
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SNLIVEError(f"{path}:{lineno}: not valid JSON ({e})") from e
-            pid = rec.get("pairID", "?") if isinstance(rec, dict) else "?"
-            why = _problem(rec)
-            if why:
-                raise SNLIVEError(f"{path}:{lineno}: pairID {pid}: {why}")
-            if pid in seen:
-                raise SNLIVEError(f"{path}:{lineno}: pairID {pid}: listed twice")
-            seen.add(pid)
-            ex = SNLIVEExample(pid, str(rec["Flickr30K_ID"]), rec["sentence2"], rec["gold_label"], {k: v for k, v in rec.items() if k not in KNOWN_FIELDS})
-            if known_images is not None and ex.image_id not in known_images:
-                how = f" (joined by {join_key})" if join_key else ""
-                raise SNLIVEError(f"{path}:{lineno}: pairID {pid}: field 'Flickr30K_ID' {ex.image_id!r} has no region sample{how}")
-            yield ex
+    for where, ex in iter_json_lines(path, SNLIVEError, "pairID", _example):
+        if known_images is not None and ex.image_id not in known_images:
+            how = f" (joined by {join_key})" if join_key else ""
+            raise SNLIVEError(f"{where}: field 'Flickr30K_ID' {ex.image_id!r} has no region sample{how}")
+        yield ex
 
 
 def read_snli_ve(path: str | Path, known_images: Mapping[str, str] | None = None, join_key: str = "") -> list[SNLIVEExample]:

@@ -15,13 +15,13 @@ field: not JSON, a missing or mistyped field, not exactly four choices, a label 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from schemas.image_ids import file_stem
+from trainer.tasks.jsonl import BadRecord, iter_json_lines
 
 SPLITS = ("train", "val", "test")
 NUM_CHOICES = 4
@@ -82,7 +82,7 @@ def _tokens(value: Any, num_objects: int, name: str) -> tuple[Token, ...]:
     return tuple(out)
 
 
-class _Bad(Exception):
+class _Bad(BadRecord):
     def __init__(self, field_name: str, reason: str):
         super().__init__(f"field {field_name!r} {reason}")
 
@@ -127,27 +127,11 @@ def parse_record(rec: Any, labelled: bool = True) -> VCRExample:
 def iter_vcr(path: str | Path, labelled: bool = True, known_images: Mapping[str, str] | None = None, join_key: str = "") -> Iterator[VCRExample]:
     """Validated examples in file order. ``known_images``: image file stem → region image_id (from
     :func:`trainer.tasks.vcr.join.join_image_names`); ``join_key`` names the key in errors."""
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise VCRError(f"{path}:{lineno}: not valid JSON ({e})") from e
-            aid = rec.get("annot_id", "?") if isinstance(rec, dict) else "?"
-            try:
-                ex = parse_record(rec, labelled)
-            except _Bad as e:
-                raise VCRError(f"{path}:{lineno}: annot_id {aid}: {e}") from None
-            if ex.annot_id in seen:
-                raise VCRError(f"{path}:{lineno}: annot_id {aid}: listed twice")
-            seen.add(ex.annot_id)
-            if known_images is not None and ex.image_stem not in known_images:
-                how = f" (joined by {join_key})" if join_key else ""
-                raise VCRError(f"{path}:{lineno}: annot_id {aid}: field 'img_fn' {ex.img_fn!r} has no region sample{how}")
-            yield ex
+    for where, ex in iter_json_lines(path, VCRError, "annot_id", lambda rec: parse_record(rec, labelled)):
+        if known_images is not None and ex.image_stem not in known_images:
+            how = f" (joined by {join_key})" if join_key else ""
+            raise VCRError(f"{where}: field 'img_fn' {ex.img_fn!r} has no region sample{how}")
+        yield ex
 
 
 def read_vcr(path: str | Path, labelled: bool = True, known_images: Mapping[str, str] | None = None, join_key: str = "") -> list[VCRExample]:
