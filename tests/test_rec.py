@@ -326,6 +326,7 @@ def test_experiment_micro_grid(tmp_path):
     assert all(0.0 <= float(r["mean_acc"]) <= 1.0 for r in rows)
     md = (work / "results.md").read_text()
     assert "grounding, phrase level" in md and "precision" in md and "Verdict" in md
+    assert "| full | `simulated false_rate=0.3 miss_rate=0.2` |" in md  # the teacher as the labels' manifest records it
     assert (work / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((work / "pretrain" / "phrase_pfull_s0" / "latest.json").read_text())["step"] == 2
     assert all(r["mean_acc_swapped_text"] != "" for r in rows) and "swapped" in md

@@ -29,7 +29,11 @@ Outputs in ``WORK``: ``results.csv`` (one row per fine-tuning run), ``results.md
 seeds per cell, gains over ``none``, the verdict, pseudo-label precision/recall), ``results.png``.
 Finished runs are reused on a re-run when their settings are the same (``spec.json`` in each run
 directory: the command, and for a fine-tuning its pre-training's command); a run made with other
-settings is removed and redone.
+settings is removed and redone. The data likewise: each product under ``WORK/data`` has a
+``NAME.spec.json`` beside it (corpus: image count, seed, feature width; regions: the corpus's spec;
+labels: teacher, teacher arguments, caption subset, the regions' spec), and one made with other
+settings is removed and rebuilt, with everything made from it, runs included. The report's teacher
+and label quality come from the labels' manifests, the labels the runs were trained on.
 """
 from __future__ import annotations
 

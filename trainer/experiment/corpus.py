@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from schemas.discovery import shard_dir  # the published output: a stage's CURRENT, never a killed run's leftovers
 from trainer.experiment.config import ExperimentConfig
+
+log = logging.getLogger("trainer.experiment")
 
 
 def run_logged(cmd: list[str], log_file: Path) -> None:
@@ -38,22 +43,66 @@ def _frac(f: float) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Data: corpora, regions, labels (pipeline CLIs)
+#
+# Each data product lives in a fixed directory under WORK/data and has a ``<dir>.spec.json`` beside
+# it: the settings that made it, its upstream product's spec included. A product is reused only when
+# that spec equals the one asked for; otherwise it is removed and rebuilt, and so is everything made
+# from it (its spec is part of theirs, and of the runs'). One work directory holds one grid's data.
 
 
-def make_corpus(out: Path, num_images: int, seed: int, feature_dim: int, logs: Path) -> Path:
-    if not (out / "_MANIFEST.json").exists():
-        run_logged([sys.executable, "-m", "pipelines.synthetic", "--out", str(out), "--num-images", str(num_images), "--seed", str(seed),
-              "--feature-dim", str(feature_dim)], logs / f"{out.name}.log")
-    return out
+@dataclass(frozen=True)
+class Data:
+    """A data product: where it is and the settings that made it."""
+
+    path: Path
+    spec: dict[str, Any]
 
 
-def make_regions(corpus: Path, out: Path, logs: Path) -> Path:
+def spec_file(out: Path) -> Path:
+    """``WORK/data/NAME.spec.json`` beside ``out``: outside the product, which its CLI may replace whole."""
+    return out.parent / f"{out.name}.spec.json"
+
+
+def build_once(out: Path, spec: dict[str, Any], complete: Callable[[], bool], build: Callable[[], None]) -> bool:
+    """Build ``out`` unless a complete product of the same ``spec`` is there; returns whether it built.
+
+    A product made with other settings, by an older grid without specs, or left unfinished is
+    removed first: the pipeline never mixes its outputs with stale ones, nor resumes them.
+    """
+    sf = spec_file(out)
+    if sf.exists() and json.loads(sf.read_text()) == spec and complete():
+        return False
+    if out.exists():
+        log.info("%s: made with other settings (or unfinished), rebuilding it", out)
+    sf.unlink(missing_ok=True)  # first: a killed rebuild leaves no spec naming half a product
+    if out.exists():
+        shutil.rmtree(out)
+    build()
+    sf.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")  # last: a spec names only a complete product
+    return True
+
+
+def make_corpus(out: Path, num_images: int, seed: int, feature_dim: int, logs: Path) -> Data:
+    spec = {"product": "synthetic corpus", "num_images": num_images, "seed": seed, "feature_dim": feature_dim}
+    build_once(out, spec, lambda: (out / "_MANIFEST.json").exists(), lambda: run_logged(
+        [sys.executable, "-m", "pipelines.synthetic", "--out", str(out), "--num-images", str(num_images), "--seed", str(seed),
+         "--feature-dim", str(feature_dim)], logs / f"{out.name}.log"))
+    return Data(out, spec)
+
+
+def _shards(out: Path, prefix: str) -> Path | None:
     try:
-        return Path(shard_dir(out, "regions"))
+        return Path(shard_dir(out, prefix))
     except FileNotFoundError:
-        run_logged([sys.executable, "-m", "pipelines.regions", "--npz-dir", str(corpus / "regions_npz"), "--out", str(out), "--num-shards", "4"],
-             logs / f"{out.name}.log")
-        return Path(shard_dir(out, "regions"))
+        return None
+
+
+def make_regions(corpus: Data, out: Path, logs: Path) -> Data:
+    spec = {"product": "regions", "num_shards": 4, "corpus": corpus.spec}
+    build_once(out, spec, lambda: _shards(out, "regions") is not None, lambda: run_logged(
+        [sys.executable, "-m", "pipelines.regions", "--npz-dir", str(corpus.path / "regions_npz"), "--out", str(out), "--num-shards", "4"],
+        logs / f"{out.name}.log"))
+    return Data(Path(shard_dir(out, "regions")), spec)
 
 
 def subset_captions(captions: Path, fraction: float, seed: int, out: Path) -> Path:
@@ -67,28 +116,49 @@ def subset_captions(captions: Path, fraction: float, seed: int, out: Path) -> Pa
     return out
 
 
-def make_labels(corpus: Path, regions: Path, captions: Path, out: Path, cfg: ExperimentConfig, logs: Path) -> Path:
-    try:
-        return Path(shard_dir(out, "labels"))
-    except FileNotFoundError:
-        pass
-    cmd = [sys.executable, "-m", "pipelines.label_pipeline", "--captions", str(captions), "--regions", str(regions), "--out", str(out),
-           "--teacher", cfg.teacher, "--objects-vocab", str(corpus / "objects_vocab.txt"), "--flickr30k", str(corpus / "flickr30k"),
-           "--images", str(corpus / "images")]
-    for a in cfg.teacher_args:
-        cmd += ["--teacher-arg", a]
-    cmd += ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={max(1, min(cfg.jobs, os.cpu_count() or 1))}"]
-    run_logged(cmd, logs / f"{out.name}.log")
-    return Path(shard_dir(out, "labels"))
+def make_labels(corpus: Data, regions: Data, fraction: float, out: Path, cfg: ExperimentConfig, logs: Path) -> Data:
+    """Pseudo labels of the captions of a seeded ``fraction`` of the corpus's images (all of them at 1).
+
+    The subset is drawn with ``cfg.corpus_seed``; the spec holds the teacher, its arguments, the
+    subset and the regions' spec (so the corpus's too).
+    """
+    captions = {"fraction": fraction, "seed": cfg.corpus_seed} if fraction != 1.0 else "all"
+    spec = {"product": "labels", "teacher": cfg.teacher, "teacher_args": list(cfg.teacher_args), "captions": captions, "regions": regions.spec}
+
+    def build() -> None:
+        caps = corpus.path / "captions.tsv" if fraction == 1.0 else subset_captions(
+            corpus.path / "captions.tsv", fraction, cfg.corpus_seed, out.parent / f"captions_{fraction_name(fraction)}" / "captions.tsv")
+        cmd = [sys.executable, "-m", "pipelines.label_pipeline", "--captions", str(caps), "--regions", str(regions.path), "--out", str(out),
+               "--teacher", cfg.teacher, "--objects-vocab", str(corpus.path / "objects_vocab.txt"), "--flickr30k", str(corpus.path / "flickr30k"),
+               "--images", str(corpus.path / "images")]
+        for a in cfg.teacher_args:
+            cmd += ["--teacher-arg", a]
+        cmd += ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={max(1, min(cfg.jobs, os.cpu_count() or 1))}"]
+        run_logged(cmd, logs / f"{out.name}.log")
+
+    build_once(out, spec, lambda: _shards(out, "labels") is not None and (_shards(out, "labels") / "_MANIFEST.json").exists(), build)
+    return Data(Path(shard_dir(out, "labels")), spec)
 
 
 def label_quality(labels_dir: Path) -> dict[str, Any]:
-    """Pseudo-label precision/recall (and counts) from the labels manifest."""
+    """The teacher that made the labels, their precision/recall and counts: all from the labels manifest."""
     m = json.loads((labels_dir / "_MANIFEST.json").read_text())
-    q = next(iter(m.get("quality", {}).values()), {})
-    return {"precision": q.get("precision"), "recall": q.get("recall"), "f1": q.get("f1"),
-            "images_labelled": m.get("stats", {}).get("images", 0) - m.get("stats", {}).get("images_without_captions", 0),
-            "phrases": m.get("stats", {}).get("phrases"), "positives": m.get("stats", {}).get("positive_pairs")}
+    teacher = m.get("teacher") or {}
+    quality = m.get("quality") or {}
+    q = quality.get(teacher.get("name"), next(iter(quality.values()), {}))
+    stats = m.get("stats", {})
+    return {"teacher": teacher_text(teacher), "precision": q.get("precision"), "recall": q.get("recall"), "f1": q.get("f1"),
+            "images_labelled": stats.get("images", 0) - stats.get("images_without_captions", 0),
+            "phrases": stats.get("phrases"), "positives": stats.get("positive_pairs")}
+
+
+def teacher_text(describe: dict[str, Any]) -> str:
+    """``simulated false_rate=0.3 miss_rate=0.2`` from a manifest's teacher record; the corpus paths the grid
+    hands every teacher (ground truth, vocabulary) are left out, other paths shown by file name."""
+    if not describe:
+        return "unknown (no teacher in the labels manifest)"
+    items = sorted((k, v) for k, v in (describe.get("params") or {}).items() if k not in ("flickr30k", "objects_vocab"))
+    return " ".join([str(describe.get("name", "?"))] + [f"{k}={Path(v).name if isinstance(v, str) and '/' in v else v}" for k, v in items])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from trainer.experiment.config import ExperimentConfig, VARIANTS
-from trainer.experiment.corpus import fraction_name, run_logged, label_quality, make_corpus, make_labels, make_regions, subset_captions
+from trainer.experiment.corpus import fraction_name, run_logged, label_quality, make_corpus, make_labels, make_regions
 from trainer.experiment.report import plot, write_markdown
 from trainer.experiment.stats import collect, verdict, write_csv
 
@@ -53,18 +53,20 @@ def run_spec(cmd: list[str], work: Path) -> list[str]:
     return spec
 
 
-def needs_run(cmd: list[str], work: Path, out: Path, complete: bool, upstream: Path | None = None) -> bool:
+def needs_run(cmd: list[str], work: Path, out: Path, complete: bool, upstream: Path | None = None, data: dict | None = None) -> bool:
     """Whether ``cmd`` must run into ``out``: not when a complete run of the same spec is there.
 
     ``upstream``: the run directory this one starts from (a fine-tuning's pre-training run); its
     spec is part of this one's, so a redone pre-training redoes the fine-tunings made from it.
+    ``data``: the specs of the data it reads (:class:`trainer.experiment.corpus.Data`), part of its
+    spec too, since rebuilt data keeps its directory (so the command alone would not change).
 
     A run directory made by another spec (other steps, learning rate, head, data…) is removed first,
     so a changed flag can never reuse a stale result, nor resume a checkpoint of other settings. A
     partial run of the same spec is kept: the trainer resumes it exactly.
     """
     spec_file = out / "spec.json"
-    spec = run_spec(cmd, work) + ([] if upstream is None else json.loads((upstream / "spec.json").read_text()))
+    spec = run_spec(cmd, work) + ([] if data is None else [{"data": data}]) + ([] if upstream is None else json.loads((upstream / "spec.json").read_text()))
     if spec_file.exists() and json.loads(spec_file.read_text()) == spec:
         return not complete
     if out.exists():
@@ -94,11 +96,9 @@ def run_grid(cfg: ExperimentConfig, command: str = "") -> Path:
     rec_regions = make_regions(rec_corpus, data / "rec_regions", logs)
     labels, quality = {}, {}
     for pf in cfg.pretrain_fractions:
-        name = fraction_name(pf)
-        caps = pre_corpus / "captions.tsv" if pf == 1.0 else subset_captions(
-            pre_corpus / "captions.tsv", pf, cfg.corpus_seed, data / f"captions_{name}" / "captions.tsv")
-        labels[pf] = make_labels(pre_corpus, pre_regions, caps, data / f"labels_{name}", cfg, logs)
-        quality[pf] = label_quality(labels[pf])
+        labels[pf] = make_labels(pre_corpus, pre_regions, pf, data / f"labels_{fraction_name(pf)}", cfg, logs)
+        quality[pf] = label_quality(labels[pf].path)  # the labels actually used, whatever the command line says
+    rec_data = {"corpus": rec_corpus.spec, "regions": rec_regions.spec}
     t_data = time.perf_counter() - t0
 
     log.info("pre-training: %d variants x %d data fractions x %d seeds", len(cfg.variants), len(cfg.pretrain_fractions), len(cfg.seeds))
@@ -107,8 +107,8 @@ def run_grid(cfg: ExperimentConfig, command: str = "") -> Path:
         for pf in cfg.pretrain_fractions:
             for s in cfg.seeds:
                 out = work / "pretrain" / f"{v}_p{fraction_name(pf)}_s{s}"
-                cmd = pretrain_cmd(cfg, v, pre_regions, labels[pf], out, s, threads)
-                if needs_run(cmd, work, out, _pretrain_done(out, cfg.pretrain_steps)):
+                cmd = pretrain_cmd(cfg, v, pre_regions.path, labels[pf].path, out, s, threads)
+                if needs_run(cmd, work, out, _pretrain_done(out, cfg.pretrain_steps), data={"labels": labels[pf].spec}):
                     pre_jobs.append((cmd, out / "run.log"))
     _run_all(pre_jobs, cfg.jobs, "pretrain")
     t_pre = time.perf_counter() - t0 - t_data
@@ -128,9 +128,9 @@ def run_grid(cfg: ExperimentConfig, command: str = "") -> Path:
                 out = work / "finetune" / tag
                 init = "none" if v == "scratch" else str(work / "pretrain" / f"{v}_p{fraction_name(pf)}_s{s}")
                 runs.append({"variant": v, "pretrain_fraction": pf, "finetune_fraction": ff, "seed": s, "dir": out})
-                cmd = finetune_cmd(cfg, init, rec_corpus / "refer", rec_regions, out, ff, s, threads, scratch_cfg if v == "scratch" else None)
+                cmd = finetune_cmd(cfg, init, rec_corpus.path / "refer", rec_regions.path, out, ff, s, threads, scratch_cfg if v == "scratch" else None)
                 upstream = None if v == "scratch" else Path(init)
-                if needs_run(cmd, work, out, (out / "results.json").exists(), upstream):
+                if needs_run(cmd, work, out, (out / "results.json").exists(), upstream, data=rec_data):
                     ft_jobs.append((cmd, out / "run.log"))
     _run_all(ft_jobs, cfg.jobs, "finetune")
     t_ft = time.perf_counter() - t0 - t_data - t_pre

@@ -55,11 +55,12 @@ def write_markdown(rows: list[dict], cfg: ExperimentConfig, quality: dict[float,
             rs = _cell(rows, v, pf, ff)
             if rs:
                 out.append(f"| `{v}` | {'–' if v == 'scratch' else _frac(pf)} | {_frac(ff)} | " + " | ".join(_pct([r.get(f"need_{n}_acc") for r in rs]) for n in NEEDS) + " |")
-    out += ["", f"Pseudo labels (teacher `{cfg.teacher}` {' '.join(cfg.teacher_args)}), precision/recall of M against the corpus ground truth at IoU ≥ 0.5:", "",
-            "| pre-training data | images labelled | phrases | positive pairs | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
+    teachers = sorted({q["teacher"] for q in quality.values()})  # from the labels' manifests: what the runs trained on
+    out += ["", f"Pseudo labels (teacher {', '.join(f'`{t}`' for t in teachers)}, from the labels' manifests), precision/recall of M against the corpus ground truth at IoU ≥ 0.5:", "",
+            "| pre-training data | teacher | images labelled | phrases | positive pairs | precision | recall | F1 |", "|---|---|---|---|---|---|---|---|"]
     for pf, q in quality.items():
         f = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
-        out.append(f"| {_frac(pf)} | {q['images_labelled']} | {q['phrases']} | {q['positives']} | {f(q['precision'])} | {f(q['recall'])} | {f(q['f1'])} |")
+        out.append(f"| {_frac(pf)} | `{q['teacher']}` | {q['images_labelled']} | {q['phrases']} | {q['positives']} | {f(q['precision'])} | {f(q['recall'])} | {f(q['f1'])} |")
     out += ["", "Files: `results.csv` (one row per run), `results.png`, runs under `pretrain/` and `finetune/`, logs under `logs/` and in each run.", ""]
     path.write_text("\n".join(out))
     return path
