@@ -95,9 +95,10 @@ def collate_inputs(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return out
 
 
-def encoder_example(text: str, rec: RegionRecord, tokenizer, max_len: int) -> dict[str, Any]:
-    """One (text, image) encoding's inputs: token ids, the image's region features (shared, not copied) and relative boxes."""
-    ids = tokenizer(text, truncation=True, max_length=max_len)["input_ids"]
+def encoder_example(text: str, rec: RegionRecord, tokenizer, max_len: int, text_pair: str | None = None) -> dict[str, Any]:
+    """One (text, image) encoding's inputs: token ids (``text [SEP] text_pair`` when a pair is given, cut
+    from the longer side), the image's region features (shared, not copied) and relative boxes."""
+    ids = tokenizer(text, text_pair, truncation=True, max_length=max_len)["input_ids"]
     return {"input_ids": np.asarray(ids, np.int64), "feat": rec.features, "boxes": relative_boxes(rec)}
 
 
