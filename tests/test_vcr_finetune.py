@@ -1,5 +1,5 @@
-"""VCR fine-tuning on the shared engine (4-way scoring of (context, choice) pairs): deterministic runs, and a tiny model
-the majority position on Q→A, QA→R and Q→AR of the held-out synthetic val split, deterministically."""
+"""VCR fine-tuning on the shared engine (4-way scoring of (context, choice) pairs): deterministic runs, and a tiny model beats
+the majority position on Q→A, QA→R and Q→AR of the held-out synthetic val split."""
 from __future__ import annotations
 
 import json
