@@ -93,3 +93,15 @@ def collate_inputs(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         out["boxes"][i, :nr] = torch.from_numpy(ex["boxes"])
         out["region_mask"][i, :nr] = True
     return out
+
+
+def encoder_example(text: str, rec: RegionRecord, tokenizer, max_len: int, text_pair: str | None = None) -> dict[str, Any]:
+    """One (text, image) encoding's inputs: token ids (``text [SEP] text_pair`` when a pair is given, cut
+    from the longer side), the image's region features (shared, not copied) and relative boxes."""
+    ids = tokenizer(text, text_pair, truncation=True, max_length=max_len)["input_ids"]
+    return {"input_ids": np.asarray(ids, np.int64), "feat": rec.features, "boxes": relative_boxes(rec)}
+
+
+def collate_labelled(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Padded encoder inputs plus each example's class index ``target`` ``[B]``."""
+    return {**collate_inputs(examples), "target": torch.tensor([ex["target"] for ex in examples], dtype=torch.long)}

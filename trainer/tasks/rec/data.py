@@ -5,13 +5,12 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-import torch
 
 from schemas.boxes import box_iou
 from schemas.records import RegionRecord
 from trainer.tasks.finetune import train_subset  # noqa: F401  (REC's API, the engine's rule)
 from trainer.tasks.rec.refer import Expression
-from trainer.tasks.regions import collate_inputs, relative_boxes
+from trainer.tasks.regions import collate_labelled, relative_boxes
 
 
 def make_examples(expressions: list[Expression], proposals: dict[str, RegionRecord], tokenizer, max_len: int) -> list[dict[str, Any]]:
@@ -33,9 +32,7 @@ def make_examples(expressions: list[Expression], proposals: dict[str, RegionReco
     return out
 
 
-def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Padded encoder inputs plus the index of each expression's target proposal."""
-    return {**collate_inputs(examples), "target": torch.tensor([ex["target"] for ex in examples], dtype=torch.long)}
+collate = collate_labelled  # padded encoder inputs plus the index of each expression's target proposal
 
 
 def swap_texts(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:

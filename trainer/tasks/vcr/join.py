@@ -29,3 +29,15 @@ def join_image_names(
     modes = ["map"] if id_map is not None else (["stem", "int"] if key == "auto" else [key])
     keys = {m: {s: image_key(s, "stem", id_map) if m == "map" else image_key(s, m) for s in stems} for m in modes}
     return best_join(keys, sorted(set(region_ids)), what, regions)
+
+
+def join_region_dir(names: Iterable[str], regions_dir: str, key: str = "auto", id_map_file: str = "", what: str = "image") -> tuple[dict[str, str], str]:
+    """:func:`join_image_names` against the region samples of ``regions_dir``, the id map read from
+    ``id_map_file`` (``--id-map``) when given: what a task's run joins its images with."""
+    from pathlib import Path
+
+    from schemas.image_ids import parse_id_map
+    from trainer.tasks.regions import region_image_ids
+
+    id_map = parse_id_map(Path(id_map_file).read_text(), id_map_file) if id_map_file else None
+    return join_image_names(names, region_image_ids(regions_dir), key, id_map, what, regions_dir)

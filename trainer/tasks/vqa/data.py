@@ -5,11 +5,10 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from schemas.records import RegionRecord
-from trainer.tasks.regions import collate_inputs, relative_boxes
+from trainer.tasks.regions import collate_inputs, encoder_example
 from trainer.tasks.vqa.reader import VQAError, VQAExample
 from trainer.tasks.vqa.vocab import AnswerVocab, soft_target, target_tensor
 
@@ -31,17 +30,8 @@ def make_examples(questions: Sequence[VQAExample], regions: Mapping[str, RegionR
     sparse soft target over ``vocab`` (empty for unannotated questions or answers outside it)."""
     out = []
     for e in questions:
-        rec = regions[region_of[e.image_id]]
-        ids = tokenizer(e.question, truncation=True, max_length=max_len)["input_ids"]
-        out.append(
-            {
-                "question": e,
-                "input_ids": np.asarray(ids, np.int64),
-                "feat": rec.features,
-                "boxes": relative_boxes(rec),
-                "target": soft_target(e.answers, vocab) if e.annotated else ([], []),
-            }
-        )
+        enc = encoder_example(e.question, regions[region_of[e.image_id]], tokenizer, max_len)
+        out.append({"question": e, **enc, "target": soft_target(e.answers, vocab) if e.annotated else ([], [])})
     return out
 
 

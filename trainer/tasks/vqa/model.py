@@ -8,22 +8,16 @@ from torch import nn
 
 from trainer.config import TrainConfig
 from trainer.tasks.finetune import load_pretrained
+from trainer.tasks.pooled import PooledModel
 from trainer.tasks.vqa.head import VQAHead
 from trainer.tasks.vqa.loss import vqa_bce_loss
 
 
-class VQAModel(nn.Module):
+class VQAModel(PooledModel):
     """Encoder → ``VQAHead(pooled [CLS] ⊙ pooled [IMG])`` → one logit per vocabulary answer (new head weights)."""
 
     def __init__(self, encoder: nn.Module, num_answers: int, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.head = VQAHead(encoder.text_dim, encoder.visual_dim, num_answers, dropout=dropout)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits ``[B, num_answers]`` (float32)."""
-        enc = self.encoder(batch["input_ids"], batch["text_mask"], batch["feat"], batch["boxes"], batch["region_mask"])
-        return self.head(enc.text[:, 0], enc.image).float()
+        super().__init__(encoder, VQAHead(encoder.text_dim, encoder.visual_dim, num_answers, dropout=dropout))
 
 
 def build_vqa_model(cfg: TrainConfig, ckpt: Path | None, feat_dim: int, num_classes: int, vocab_size: int, num_answers: int,
