@@ -16,7 +16,8 @@ import torch
 
 from ssga_io import atomic
 from trainer.config import TrainConfig
-from trainer.tasks.finetune import resolve_init
+from trainer.tasks.finetune import fit, resolve_init
+from trainer.tasks.regions import feature_shape
 
 
 @dataclass(kw_only=True)
@@ -114,3 +115,15 @@ def cli_main(run: Callable[[list[str] | None], Any], argv: list[str] | None = No
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def fit_task(cfg: RunSettings, regions: Any, build: Callable[[int, int], torch.nn.Module], train_ex: list, collate: Callable,
+             loss: Callable, device: torch.device, name: str) -> tuple[torch.nn.Module, Path, list]:
+    """Build the task model on the regions' feature shape (seeded, so the head's init is a function of
+    the seed) and fit it with the engine, checkpoints in ``OUT/checkpoints``: ``(model, out, losses)``."""
+    torch.manual_seed(cfg.seed)
+    model = build(*feature_shape(regions)).to(device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    losses = fit(model, train_ex, collate, loss, cfg, device, name=name, ckpt_dir=out / "checkpoints", settings=run_settings(cfg))
+    return model, out, losses

@@ -23,20 +23,18 @@ import argparse
 import logging
 import time
 from dataclasses import KW_ONLY, asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
 
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, results_head, run_settings, start_run, write_results
-from trainer.tasks.finetune import fit, predict, train_subset
+from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.finetune import predict, train_subset
 from trainer.tasks.nlvr2.baseline import majority_predictions
 from trainer.tasks.nlvr2.data import check_images, collate_pairs, make_examples
 from trainer.tasks.nlvr2.metric import evaluate, write_predictions
 from trainer.tasks.nlvr2.model import build_nlvr2_model, pair_loss
 from trainer.tasks.nlvr2.reader import SPLIT_FILES, image_names, read_split, split_path
-from trainer.tasks.regions import feature_shape, read_regions
+from trainer.tasks.regions import read_regions
 from trainer.tasks.vcr.join import JOIN_KEYS, join_region_dir
 
 log = logging.getLogger("trainer.finetune_nlvr2")
@@ -73,13 +71,8 @@ def run_nlvr2(cfg: NLVR2Config) -> dict[str, Any]:
     log.info("%d train examples (fraction %g of %d), %d to evaluate, join key %s, init %s",
              len(train_ex), cfg.train_fraction, len(train_all), len(eval_ex), key, ckpt or "random")
 
-    torch.manual_seed(cfg.seed)
-    feat_dim, num_classes = feature_shape(regions)
-    model = build_nlvr2_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout).to(device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    losses = fit(model, train_ex, collate_pairs, pair_loss, cfg, device, name="finetune nlvr2", ckpt_dir=out / "checkpoints",
-                 settings=run_settings(cfg))
+    model, out, losses = fit_task(cfg, regions, lambda feat_dim, num_classes: build_nlvr2_model(
+        pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout), train_ex, collate_pairs, pair_loss, device, "finetune nlvr2")
     predictions = {e.identifier: bool(p) for e, p in zip(eval_raw, predict(model, eval_ex, collate_pairs, device))}
     results: dict[str, Any] = {
         **results_head(cfg, pcfg, ckpt, losses),

@@ -24,16 +24,14 @@ import logging
 import json
 import time
 from dataclasses import KW_ONLY, asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
 
 from ssga_io import atomic
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, results_head, run_settings, start_run, write_results
-from trainer.tasks.finetune import fit, predict, train_subset
-from trainer.tasks.regions import collate_labelled, feature_shape, read_regions
+from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.finetune import predict, train_subset
+from trainer.tasks.regions import collate_labelled, read_regions
 from trainer.tasks.snli_ve.baseline import majority_predictions
 from trainer.tasks.snli_ve.data import check_images, make_examples
 from trainer.tasks.snli_ve.metric import evaluate
@@ -75,13 +73,8 @@ def run_snli_ve(cfg: SNLIVEConfig) -> dict[str, Any]:
     log.info("%d train pairs (fraction %g of %d), %d to evaluate, join key %s, init %s",
              len(train_ex), cfg.train_fraction, len(train_all), len(eval_ex), key, ckpt or "random")
 
-    torch.manual_seed(cfg.seed)
-    feat_dim, num_classes = feature_shape(regions)
-    model = build_snli_ve_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout).to(device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    losses = fit(model, train_ex, collate_labelled, ve_loss, cfg, device, name="finetune snli-ve", ckpt_dir=out / "checkpoints",
-                 settings=run_settings(cfg))
+    model, out, losses = fit_task(cfg, regions, lambda feat_dim, num_classes: build_snli_ve_model(
+        pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout), train_ex, collate_labelled, ve_loss, device, "finetune snli-ve")
     predictions = {e.pair_id: LABELS[int(p)] for e, p in zip(eval_ex_raw, predict(model, eval_ex, collate_labelled, device))}
     scores = evaluate(predictions, eval_ex_raw, source=f"{cfg.eval_split} predictions")
     base = evaluate(majority_predictions(train_raw, eval_ex_raw), eval_ex_raw)

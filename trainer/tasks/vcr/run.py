@@ -24,16 +24,14 @@ import json
 import logging
 import time
 from dataclasses import KW_ONLY, asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
 
 from ssga_io import atomic
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, results_head, run_settings, start_run, write_results
-from trainer.tasks.finetune import fit, predict, train_subset
-from trainer.tasks.regions import feature_shape, read_regions
+from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.finetune import predict, train_subset
+from trainer.tasks.regions import read_regions
 from trainer.tasks.vcr.baseline import majority_predictions
 from trainer.tasks.vcr.data import check_images, collate_choices, make_examples
 from trainer.tasks.vcr.join import JOIN_KEYS, join_region_dir
@@ -77,13 +75,8 @@ def run_vcr(cfg: VCRConfig) -> dict[str, Any]:
     log.info("%d train questions (fraction %g of %d) × %s, %d to evaluate, join key %s, init %s",
              len(train_q), cfg.train_fraction, len(train_all), MODES, len(eval_q), key, ckpt or "random")
 
-    torch.manual_seed(cfg.seed)
-    feat_dim, num_classes = feature_shape(regions)
-    model = build_vcr_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout).to(device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    losses = fit(model, train_ex, collate_choices, choice_loss, cfg, device, name="finetune vcr", ckpt_dir=out / "checkpoints",
-                 settings=run_settings(cfg))
+    model, out, losses = fit_task(cfg, regions, lambda feat_dim, num_classes: build_vcr_model(
+        pcfg, ckpt, feat_dim, num_classes, len(tokenizer), cfg.head_dropout), train_ex, collate_choices, choice_loss, device, "finetune vcr")
     chosen = {mode: {e.annot_id: int(p) for e, p in zip(eval_q, predict(model, make_examples(eval_q, regions, region_of, tokenizer,
                                                                                            pcfg.max_text_len, mode), collate_choices, device))}
               for mode in MODES}

@@ -32,13 +32,12 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from schemas.image_ids import parse_id_map
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, results_head, run_settings, start_run, write_results
-from trainer.tasks.finetune import fit, predict, train_subset
-from trainer.tasks.regions import RegionError, feature_shape, read_regions
+from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.finetune import predict, train_subset
+from trainer.tasks.regions import RegionError, read_regions
 from trainer.tasks.vqa.baseline import majority_predictions
 from trainer.tasks.vqa.data import check_images, collate_for, make_examples, uncovered, vocab_upper_bound
 from trainer.tasks.vqa.join import JOIN_KEYS, join_regions, region_image_ids
@@ -117,13 +116,9 @@ def run_vqa(cfg: VQAConfig) -> dict[str, Any]:
     log.info("%d train questions (fraction %g of %d), %d to evaluate, %d answers, join key %s, init %s",
              len(train_ex), cfg.train_fraction, len(train_all), len(eval_ex), len(vocab), key, ckpt or "random")
 
-    torch.manual_seed(cfg.seed)
-    feat_dim, num_classes = feature_shape(regions)
-    model = build_vqa_model(pcfg, ckpt, feat_dim, num_classes, len(tokenizer), len(vocab), cfg.head_dropout).to(device)
     collate = collate_for(vocab)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    losses = fit(model, train_ex, collate, vqa_loss, cfg, device, name="finetune vqa", ckpt_dir=out / "checkpoints", settings=run_settings(cfg))
+    model, out, losses = fit_task(cfg, regions, lambda feat_dim, num_classes: build_vqa_model(
+        pcfg, ckpt, feat_dim, num_classes, len(tokenizer), len(vocab), cfg.head_dropout), train_ex, collate, vqa_loss, device, "finetune vqa")
     answers = vocab.decode(predict(model, eval_ex, collate, device))
     predictions = {e.question_id: a for e, a in zip(eval_q, answers)}
     results: dict[str, Any] = {
