@@ -2,14 +2,12 @@
 held-out synthetic dev split, runs are deterministic, and bad input is one clear line."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.nlvr2 import generate_nlvr2
-from schemas.shards import encode_region, shard_name, write_shard
+from task_fixtures import write_scene_fixture
 
 SEED = 3
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "location": "5d", "dropout": 0.0, "max_text_len": 24}
@@ -18,13 +16,8 @@ TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size":
 def write_nlvr2_fixture(root: Path, num_images: int, per_set: int, seed: int = SEED, feature_dim: int = 16) -> tuple[Path, Path, Path]:
     """Synthetic NLVR2 (with its images.tsv id map) over the corpus's scenes and those scenes' region shard."""
     generate_nlvr2(root / "nlvr2", num_images, seed, per_set)
-    samples = {}
-    for i in range(num_images):
-        rec = generate_image(i, num_images, seed, feature_dim)[1].record
-        samples[rec.image_id] = encode_region(rec)
-    write_shard(root / "regions" / shard_name("regions", 0), samples)
-    (root / "model.json").write_text(json.dumps(TINY))
-    return root / "nlvr2", root / "regions", root / "model.json"
+    regions, model = write_scene_fixture(root, num_images, seed, feature_dim, TINY)
+    return root / "nlvr2", regions, model
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.snli_ve import generate_snli_ve
-from schemas.shards import encode_region, shard_name, write_shard
+from task_fixtures import write_scene_fixture
 from trainer.tasks.snli_ve.reader import LABELS
 
 SEED = 3
@@ -19,13 +18,8 @@ TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size":
 def write_snli_ve_fixture(root: Path, num_images: int, per_label: int, seed: int = SEED, feature_dim: int = 16) -> tuple[Path, Path, Path]:
     """Synthetic SNLI-VE over the corpus's scenes and those scenes' region shard (the corpus's simulated detector)."""
     generate_snli_ve(root / "ve", num_images, seed, per_label)
-    samples = {}
-    for i in range(num_images):
-        rec = generate_image(i, num_images, seed, feature_dim)[1].record
-        samples[rec.image_id] = encode_region(rec)
-    write_shard(root / "regions" / shard_name("regions", 0), samples)
-    (root / "model.json").write_text(json.dumps(TINY))
-    return root / "ve", root / "regions", root / "model.json"
+    regions, model = write_scene_fixture(root, num_images, seed, feature_dim, TINY)
+    return root / "ve", regions, model
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.vcr import generate_vcr
-from schemas.shards import encode_region, shard_name, write_shard
+from task_fixtures import write_scene_fixture
 
 SEED = 3
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "location": "5d", "dropout": 0.0, "max_text_len": 32}
@@ -18,13 +17,8 @@ TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size":
 def write_vcr_fixture(root: Path, num_images: int, per_image: int, seed: int = SEED, feature_dim: int = 16) -> tuple[Path, Path, Path]:
     """Synthetic VCR over the corpus's scenes and those scenes' region shard (the corpus's simulated detector)."""
     generate_vcr(root / "vcr", num_images, seed, per_image)
-    samples = {}
-    for i in range(num_images):
-        rec = generate_image(i, num_images, seed, feature_dim)[1].record
-        samples[rec.image_id] = encode_region(rec)
-    write_shard(root / "regions" / shard_name("regions", 0), samples)
-    (root / "model.json").write_text(json.dumps(TINY))
-    return root / "vcr", root / "regions", root / "model.json"
+    regions, model = write_scene_fixture(root, num_images, seed, feature_dim, TINY)
+    return root / "vcr", regions, model
 
 
 def _cfg(vcr, regions, model, out, **over):

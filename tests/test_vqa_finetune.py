@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synthetic.corpus import generate_image
 from pipelines.synthetic.vqa import generate_vqa
-from schemas.shards import encode_region, shard_name, write_shard
+from task_fixtures import write_scene_fixture
 from trainer.tasks.vqa.reader import ANSWER_TYPES
 
 SEED = 3
@@ -21,13 +20,8 @@ def write_vqa_fixture(root: Path, num_images: int, seed: int = SEED, feature_dim
     """Synthetic VQA 2.0 files over the synthetic corpus's scenes, and those scenes' region shard
     (the corpus's simulated detector, written as the regions stage writes samples)."""
     generate_vqa(root / "vqa", num_images, seed)
-    samples = {}
-    for i in range(num_images):
-        rec = generate_image(i, num_images, seed, feature_dim)[1].record
-        samples[rec.image_id] = encode_region(rec)
-    write_shard(root / "regions" / shard_name("regions", 0), samples)
-    (root / "model.json").write_text(json.dumps(TINY))
-    return root / "vqa", root / "regions", root / "model.json"
+    regions, model = write_scene_fixture(root, num_images, seed, feature_dim, TINY)
+    return root / "vqa", regions, model
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,15 @@ def add_run_args(ap: argparse.ArgumentParser, d: RunSettings, init_flag: str, im
     ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
 
 
+def add_task_io_args(ap: argparse.ArgumentParser, d: Any, regions_help: str) -> None:
+    """``--regions``, ``--out`` and ``--pretrained`` (alias ``--init``): where the task's images' features are,
+    where it writes, what it starts from (``d`` gives the task's default init)."""
+    ap.add_argument("--regions", required=True, help=regions_help)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--pretrained", "--init", dest="pretrained", default=d.pretrained,
+                    help="pre-training run dir, checkpoint dir, or 'none' (random init; needs --model-config)")
+
+
 def pick_device(name: str, cpu_threads: int = 0) -> torch.device:
     """``auto`` → CUDA when present; on CPU, ``cpu_threads`` threads (0: all cores)."""
     device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
@@ -81,8 +90,11 @@ def pick_device(name: str, cpu_threads: int = 0) -> torch.device:
     return device
 
 
-def start_run(cfg: RunSettings, init: str) -> tuple[torch.device, TrainConfig, Path | None]:
-    """``(device, pre-training config, checkpoint or None)`` for a task run initialised from ``init``."""
+def start_run(cfg: RunSettings, init: str, join_keys: tuple[str, ...] = ()) -> tuple[torch.device, TrainConfig, Path | None]:
+    """``(device, pre-training config, checkpoint or None)`` for a task run initialised from ``init``;
+    ``join_keys``: the image-id keys the task's join accepts (checked first)."""
+    if join_keys and cfg.image_id not in join_keys:
+        raise ValueError(f"--image-id must be one of {join_keys}, got {cfg.image_id!r}")
     return pick_device(cfg.device, cfg.cpu_threads), *resolve_init(init, cfg.model_config)
 
 

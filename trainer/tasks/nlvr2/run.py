@@ -27,7 +27,7 @@ from typing import Any
 
 
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.command import RunSettings, add_run_args, add_task_io_args, cli_main, fit_task, results_head, start_run, write_results
 from trainer.tasks.finetune import predict, train_subset
 from trainer.tasks.nlvr2.baseline import majority_predictions
 from trainer.tasks.nlvr2.data import check_images, collate_pairs, make_examples
@@ -56,9 +56,7 @@ class NLVR2Config(RunSettings):
 def run_nlvr2(cfg: NLVR2Config) -> dict[str, Any]:
     """Load, fine-tune on the train split, evaluate on the eval split; writes OUT/predictions.csv and OUT/results.json."""
     start = time.perf_counter()
-    if cfg.image_id not in JOIN_KEYS:
-        raise ValueError(f"--image-id must be one of {JOIN_KEYS}, got {cfg.image_id!r}")
-    device, pcfg, ckpt = start_run(cfg, cfg.pretrained)
+    device, pcfg, ckpt = start_run(cfg, cfg.pretrained, JOIN_KEYS)
     train_all, eval_raw = read_split(cfg.nlvr2, cfg.train_split), read_split(cfg.nlvr2, cfg.eval_split)
     region_of, key = join_region_dir(image_names(train_all + eval_raw), cfg.regions, cfg.image_id, cfg.id_map, "NLVR2 image")
     for split, exs in ((cfg.train_split, train_all), (cfg.eval_split, eval_raw)):
@@ -98,10 +96,7 @@ def parse_args(argv: list[str] | None = None) -> NLVR2Config:
     d = NLVR2Config("", "", "")
     ap = argparse.ArgumentParser(prog="python -m trainer.finetune_nlvr2", description="Fine-tune and evaluate NLVR2 (accuracy, consistency).")
     ap.add_argument("--nlvr2", required=True, help="directory of NLVR2's train.json, dev.json, test1.json")
-    ap.add_argument("--regions", required=True, help="region shard directory of the NLVR2 images")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--pretrained", "--init", dest="pretrained", default=d.pretrained,
-                    help="pre-training run dir, checkpoint dir, or 'none' (random init; needs --model-config)")
+    add_task_io_args(ap, d, "region shard directory of the NLVR2 images")
     ap.add_argument("--train-split", default=d.train_split, choices=tuple(SPLIT_FILES))
     ap.add_argument("--eval-split", default=d.eval_split, choices=tuple(SPLIT_FILES), help="scored when labelled; test2: predictions only")
     add_run_args(ap, d, "--pretrained", JOIN_KEYS, "NLVR2 image stem → region sample: stem, int, map (with --id-map) or auto")

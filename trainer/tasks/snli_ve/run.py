@@ -29,7 +29,7 @@ from typing import Any
 
 from ssga_io import atomic
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.command import RunSettings, add_run_args, add_task_io_args, cli_main, fit_task, results_head, start_run, write_results
 from trainer.tasks.finetune import predict, train_subset
 from trainer.tasks.regions import collate_labelled, read_regions
 from trainer.tasks.snli_ve.baseline import majority_predictions
@@ -58,9 +58,7 @@ class SNLIVEConfig(RunSettings):
 def run_snli_ve(cfg: SNLIVEConfig) -> dict[str, Any]:
     """Load, fine-tune on the train split, evaluate on the eval split; writes OUT/{predictions,results}.json."""
     start = time.perf_counter()
-    if cfg.image_id not in JOIN_KEYS:
-        raise ValueError(f"--image-id must be one of {JOIN_KEYS}, got {cfg.image_id!r}")
-    device, pcfg, ckpt = start_run(cfg, cfg.pretrained)
+    device, pcfg, ckpt = start_run(cfg, cfg.pretrained, JOIN_KEYS)
     train_all, eval_ex_raw = read_split(cfg.snli_ve, cfg.train_split), read_split(cfg.snli_ve, cfg.eval_split)
     region_of, key = join_region_dir({e.image_id for e in train_all + eval_ex_raw}, cfg.regions, cfg.image_id, cfg.id_map, "Flickr30K_ID")
     for split, exs in ((cfg.train_split, train_all), (cfg.eval_split, eval_ex_raw)):
@@ -98,10 +96,7 @@ def parse_args(argv: list[str] | None = None) -> SNLIVEConfig:
     d = SNLIVEConfig("", "", "")
     ap = argparse.ArgumentParser(prog="python -m trainer.finetune_snli_ve", description="Fine-tune and evaluate SNLI-VE (visual entailment).")
     ap.add_argument("--snli-ve", required=True, help="directory of snli_ve_{train,dev,test}.jsonl")
-    ap.add_argument("--regions", required=True, help="region shard directory of the Flickr30k images")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--pretrained", "--init", dest="pretrained", default=d.pretrained,
-                    help="pre-training run dir, checkpoint dir, or 'none' (random init; needs --model-config)")
+    add_task_io_args(ap, d, "region shard directory of the Flickr30k images")
     ap.add_argument("--train-split", default=d.train_split, choices=SPLITS)
     ap.add_argument("--eval-split", default=d.eval_split, choices=SPLITS)
     add_run_args(ap, d, "--pretrained", JOIN_KEYS, "Flickr30K_ID → region sample: stem, int, map (with --id-map) or auto")

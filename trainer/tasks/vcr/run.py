@@ -29,7 +29,7 @@ from typing import Any
 
 from ssga_io import atomic
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.command import RunSettings, add_run_args, add_task_io_args, cli_main, fit_task, results_head, start_run, write_results
 from trainer.tasks.finetune import predict, train_subset
 from trainer.tasks.regions import read_regions
 from trainer.tasks.vcr.baseline import majority_predictions
@@ -59,11 +59,9 @@ class VCRConfig(RunSettings):
 def run_vcr(cfg: VCRConfig) -> dict[str, Any]:
     """Load, fine-tune on the train split (both modes), evaluate on the eval split; writes OUT/{predictions,results}.json."""
     start = time.perf_counter()
-    if cfg.image_id not in JOIN_KEYS:
-        raise ValueError(f"--image-id must be one of {JOIN_KEYS}, got {cfg.image_id!r}")
     if cfg.eval_split == "test":
         raise VCRError("--eval-split test: VCR's test labels are not released; evaluate on val")
-    device, pcfg, ckpt = start_run(cfg, cfg.pretrained)
+    device, pcfg, ckpt = start_run(cfg, cfg.pretrained, JOIN_KEYS)
     train_all, eval_q = read_split(cfg.vcr, cfg.train_split), read_split(cfg.vcr, cfg.eval_split)
     region_of, key = join_region_dir({e.img_fn for e in train_all + eval_q}, cfg.regions, cfg.image_id, cfg.id_map, "VCR image")
     for split, qs in ((cfg.train_split, train_all), (cfg.eval_split, eval_q)):
@@ -103,10 +101,7 @@ def parse_args(argv: list[str] | None = None) -> VCRConfig:
     d = VCRConfig("", "", "")
     ap = argparse.ArgumentParser(prog="python -m trainer.finetune_vcr", description="Fine-tune and evaluate VCR (Q→A, QA→R, Q→AR).")
     ap.add_argument("--vcr", required=True, help="directory of VCR's train.jsonl and val.jsonl")
-    ap.add_argument("--regions", required=True, help="region shard directory of the VCR images")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--pretrained", "--init", dest="pretrained", default=d.pretrained,
-                    help="pre-training run dir, checkpoint dir, or 'none' (random init; needs --model-config)")
+    add_task_io_args(ap, d, "region shard directory of the VCR images")
     ap.add_argument("--train-split", default=d.train_split, choices=SPLITS[:2])
     ap.add_argument("--eval-split", default=d.eval_split, choices=SPLITS[:2])
     add_run_args(ap, d, "--pretrained", JOIN_KEYS, "img_fn stem → region sample: stem, int, map (with --id-map) or auto")

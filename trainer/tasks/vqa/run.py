@@ -35,7 +35,7 @@ from typing import Any
 
 from schemas.image_ids import parse_id_map
 from trainer.data.text import load_tokenizer
-from trainer.tasks.command import RunSettings, add_run_args, cli_main, fit_task, results_head, start_run, write_results
+from trainer.tasks.command import RunSettings, add_run_args, add_task_io_args, cli_main, fit_task, results_head, start_run, write_results
 from trainer.tasks.finetune import predict, train_subset
 from trainer.tasks.regions import RegionError, read_regions
 from trainer.tasks.vqa.baseline import majority_predictions
@@ -94,9 +94,7 @@ def _scores(s: VQAScores) -> dict[str, Any]:
 def run_vqa(cfg: VQAConfig) -> dict[str, Any]:
     """Load, fine-tune on the train split, evaluate on the eval split; writes OUT/{vocab,predictions,results}.json."""
     start = time.perf_counter()
-    if cfg.image_id not in JOIN_KEYS:
-        raise ValueError(f"--image-id must be one of {JOIN_KEYS}, got {cfg.image_id!r}")
-    device, pcfg, ckpt = start_run(cfg, cfg.pretrained)
+    device, pcfg, ckpt = start_run(cfg, cfg.pretrained, JOIN_KEYS)
     train_all, train_path = _split(cfg.vqa, cfg.train_split, True)
     eval_q, eval_path = _split(cfg.vqa, cfg.eval_split, False)
     region_of, key = _join(cfg, {"train": (train_all, train_path), "eval": (eval_q, eval_path)})
@@ -150,10 +148,7 @@ def parse_args(argv: list[str] | None = None) -> VQAConfig:
     d = VQAConfig("", "", "")
     ap = argparse.ArgumentParser(prog="python -m trainer.finetune_vqa", description="Fine-tune and evaluate VQA 2.0 (official metric).")
     ap.add_argument("--vqa", required=True, help="directory of v2_OpenEnded_mscoco_<split>_questions.json and v2_mscoco_<split>_annotations.json")
-    ap.add_argument("--regions", required=True, help="region shard directory of the COCO images")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--pretrained", "--init", dest="pretrained", default=d.pretrained,
-                    help="pre-training run dir, checkpoint dir, or 'none' (random init; needs --model-config)")
+    add_task_io_args(ap, d, "region shard directory of the COCO images")
     ap.add_argument("--train-split", default=d.train_split)
     ap.add_argument("--eval-split", default=d.eval_split, help="scored when annotated; otherwise predictions only")
     ap.add_argument("--vocab", default=d.vocab, help="answer vocabulary JSON (default: built from the training questions)")
