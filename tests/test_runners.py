@@ -1,9 +1,10 @@
 """The label DAG on a second engine: Beam's PortableRunner (embedded job server, the portability
 layer Flink and Dataflow runner v2 use) and Beam's DaskRunner on a ``dask.distributed`` LocalCluster.
 
-Portable: label shards byte-identical to the DirectRunner's. Dask (apache-beam 2.77): the runner
-cannot run the label DAG; three defects of ``apache_beam/runners/dask`` stop it, each pinned below by
-a strict xfail so that a Beam upgrade that fixes one is noticed:
+Both: label shards byte-identical to the DirectRunner's. Dask: Beam 2.77's own DaskRunner cannot run
+the label DAG; three defects of ``apache_beam/runners/dask`` stop it, each pinned below by a strict
+xfail on Beam's runner (so that a Beam upgrade that fixes one is noticed) and tested passing on this
+project's runner, :mod:`pipelines.runners.dask`, which fixes them:
 
 1. ``dask_runner.py`` computes only the bag of the *last* applied transform
    (``dask.optimize(list(bags.values())[-1])``): every other sink (the DAG has a dozen) never runs;
@@ -13,7 +14,7 @@ a strict xfail so that a Beam upgrade that fixes one is noticed:
 3. ``apply_dofn_to_bundle`` collects a bundle's outputs *before* ``finish_bundle`` runs, so what a DoFn
    emits there is lost: ``BatchElements`` (RunInference's batching) emits its last batch there.
 
-What works on it, a multi-process map → GroupByKey → map, is tested too.
+What works on Beam's, a multi-process map → GroupByKey → map, is tested on both.
 """
 import hashlib
 from pathlib import Path
@@ -24,7 +25,13 @@ from label_fixtures import make_corpus
 from pipelines.label_pipeline import LabelConfig, run_labels
 
 pytestmark = pytest.mark.slow
-DASK_RUNNER = "--runner=apache_beam.runners.dask.dask_runner.DaskRunner"
+BEAM_DASK = "apache_beam.runners.dask.dask_runner.DaskRunner"
+SSGA_DASK = "pipelines.runners.dask.DaskRunner"
+# Each defect test runs on both: strict xfail on Beam's runner, pass on ours.
+BOTH = pytest.mark.parametrize("runner", [
+    pytest.param(BEAM_DASK, id="beam", marks=pytest.mark.xfail(strict=True, reason="a defect of Beam 2.77's DaskRunner (module docstring)")),
+    pytest.param(SSGA_DASK, id="ssga"),
+])
 
 
 def _cfg(c, out):
@@ -61,14 +68,15 @@ def cluster():
         yield cl
 
 
-def _dask(cluster):
+def _dask(cluster, runner):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return beam.Pipeline(options=PipelineOptions([DASK_RUNNER, f"--dask_client_address={cluster.scheduler_address}"]))
+    return beam.Pipeline(options=PipelineOptions([f"--runner={runner}", f"--dask_client_address={cluster.scheduler_address}"]))
 
 
-def test_dask_runner_runs_a_keyed_aggregation_on_two_worker_processes(cluster, corpus, tmp_path):
+@pytest.mark.parametrize("runner", [BEAM_DASK, SSGA_DASK], ids=["beam", "ssga"])
+def test_dask_runner_runs_a_keyed_aggregation_on_two_worker_processes(cluster, corpus, tmp_path, runner):
     import os
 
     import apache_beam as beam
@@ -82,7 +90,7 @@ def test_dask_runner_runs_a_keyed_aggregation_on_two_worker_processes(cluster, c
         (out / f"{kv[0]}.txt").write_text(f"{kv[1]} {os.getpid()}\n")
         return kv
 
-    with _dask(cluster) as p:
+    with _dask(cluster, runner) as p:
         _ = (p | beam.Create(lines) | beam.Map(lambda ln: (Path(ln.split("\t")[-1]).stem, 1))
              | beam.GroupByKey() | beam.Map(lambda kv: (kv[0], sum(kv[1]))) | beam.Map(write))
     got = {f.stem: int(f.read_text().split()[0]) for f in out.glob("*.txt")}
@@ -91,45 +99,100 @@ def test_dask_runner_runs_a_keyed_aggregation_on_two_worker_processes(cluster, c
         k = Path(ln.split("\t")[-1]).stem
         expected[k] = expected.get(k, 0) + 1
     assert got == expected
-    assert all(int(f.read_text().split()[1]) != os.getpid() for f in out.glob("*.txt"))  # ran in the workers
+    pids = {int(f.read_text().split()[1]) for f in out.glob("*.txt")}
+    assert os.getpid() not in pids  # ran in the workers
+    if runner == SSGA_DASK:  # GroupByKey spreads the keys over the cluster: both worker processes wrote
+        assert len(pids) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="Beam 2.77 DaskRunner: only the last transform's bag is computed")
-def test_dask_runner_runs_every_sink(cluster, tmp_path):
+@BOTH
+def test_dask_runner_runs_every_sink(cluster, tmp_path, runner):
     import apache_beam as beam
 
-    with _dask(cluster) as p:
+    with _dask(cluster, runner) as p:
         nums = p | beam.Create([1, 2, 3])
         _ = nums | "A" >> beam.Map(lambda x: (tmp_path / f"a{x}").write_text("a"))
         _ = nums | "B" >> beam.Map(lambda x: (tmp_path / f"b{x}").write_text("b"))
     assert len(list(tmp_path.glob("a*"))) == 3 and len(list(tmp_path.glob("b*"))) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="Beam 2.77 DaskRunner: a multi-output ParDo's outputs are not routed by tag")
-def test_dask_runner_routes_tagged_outputs(cluster, tmp_path):
+@BOTH
+def test_dask_runner_routes_tagged_outputs(cluster, tmp_path, runner):
     import apache_beam as beam
 
     def split(x):
         yield x if x % 2 else beam.pvalue.TaggedOutput("even", x)
 
-    with _dask(cluster) as p:
+    with _dask(cluster, runner) as p:
         parts = p | beam.Create([1, 2, 3, 4]) | beam.FlatMap(split).with_outputs("even", main="odd")
         _ = parts.even | beam.Map(lambda x: (tmp_path / f"even-{x}").write_text(""))
     assert sorted(f.name for f in tmp_path.iterdir()) == ["even-2", "even-4"]
 
 
-@pytest.mark.xfail(strict=True, reason="Beam 2.77 DaskRunner: outputs emitted in finish_bundle are dropped")
-def test_dask_runner_keeps_finish_bundle_outputs(cluster, tmp_path):
+@BOTH
+def test_dask_runner_keeps_finish_bundle_outputs(cluster, tmp_path, runner):
     import apache_beam as beam
 
-    with _dask(cluster) as p:
+    with _dask(cluster, runner) as p:
         _ = (p | beam.Create(list(range(10))) | beam.BatchElements(min_batch_size=4, max_batch_size=4)
              | beam.Map(lambda b: (tmp_path / f"batch-{min(b)}").write_text(str(len(b)))))
     assert sum(int(f.read_text()) for f in tmp_path.iterdir()) == 10
 
 
-@pytest.mark.xfail(strict=True, reason="the label DAG needs the three fixes above (sinks, tagged outputs, finish_bundle)")
-def test_label_dag_on_dask_matches_the_direct_runner(cluster, corpus):
+def test_ssga_dask_runner_side_inputs_and_empty_combines(cluster, tmp_path):
+    """A side input reaches every task whole; a global combine of an empty collection still gives its default (CombineGlobally's side input)."""
+    import apache_beam as beam
+
+    with _dask(cluster, SSGA_DASK) as p:
+        nums = p | "Nums" >> beam.Create(list(range(20)))
+        total = nums | "Sum" >> beam.CombineGlobally(sum)
+        empty = (p | "None" >> beam.Create([])) | "Count" >> beam.combiners.Count.Globally()
+        _ = nums | "Share" >> beam.Map(lambda x, t, e: (tmp_path / f"n{x}").write_text(f"{x / t} {e}"),
+                                       beam.pvalue.AsSingleton(total), beam.pvalue.AsSingleton(empty))
+    got = sorted(float(f.read_text().split()[0]) for f in tmp_path.iterdir())
+    assert got == [x / 190 for x in range(20)]
+    assert {f.read_text().split()[1] for f in tmp_path.iterdir()} == {"0"}
+
+
+def test_ssga_dask_runner_refuses_what_it_cannot_run(cluster):
+    import apache_beam as beam
+    from apache_beam.transforms import window
+
+    from pipelines.runners.dask import UnsupportedByDask
+
+    with pytest.raises(UnsupportedByDask, match="Windows.*FixedWindows.*global window only"):
+        with _dask(cluster, SSGA_DASK) as p:
+            _ = p | beam.Create([1, 2]) | "Windows" >> beam.WindowInto(window.FixedWindows(10)) | beam.Map(print)
+
+
+def test_a_dofn_that_fails_fails_the_run(cluster):
+    import apache_beam as beam
+
+    def boom(x):
+        raise ValueError(f"bad record {x}")
+
+    with pytest.raises(ValueError, match="bad record"):
+        with _dask(cluster, SSGA_DASK) as p:
+            _ = p | beam.Create([1]) | beam.Map(boom)
+
+
+def test_runner_flag_picks_the_fixed_dask_runner_and_refuses_beams():
+    from pipelines.beam_options import pipeline_args
+    from pipelines.cli import UserError
+
+    for given in (["--runner=DaskRunner"], ["--runner", "dask"], ["--runner=daskrunner"]):
+        args = pipeline_args(given + ["--dask_client_address=tcp://h:8786"])
+        assert f"--runner={SSGA_DASK}" in args and "--dask_client_address=tcp://h:8786" in args
+    with pytest.raises(UserError, match="loses every sink but the last.*--runner=DaskRunner"):
+        pipeline_args([f"--runner={BEAM_DASK}"])
+
+
+def test_label_dag_on_the_dask_runner_matches_the_direct_runner(cluster, corpus):
     c, root, direct = corpus
-    dask = run_labels(_cfg(c, root / "dask"), [DASK_RUNNER, f"--dask_client_address={cluster.scheduler_address}"])
-    assert _digests(dask["labels"]["dir"]) == _digests(direct["labels"]["dir"])
+    dask = run_labels(_cfg(c, root / "dask"), ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"])
+    assert dask["labels"]["fingerprint"] == direct["labels"]["fingerprint"]
+    for stage in ("phrases", "teacher", "labels"):
+        assert dask[stage]["counts"] == direct[stage]["counts"]
+        assert dask[stage]["ran"]
+    shards = _digests(direct["labels"]["dir"])
+    assert len(shards) == 2 and _digests(dask["labels"]["dir"]) == shards
