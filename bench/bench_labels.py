@@ -7,7 +7,11 @@ with the offline default teacher (tag similarity):
     compute floor: the same spaCy, teacher, IoU and shard-writing calls in one plain Python loop;
 (b) speed-up of 2 workers over 1;
 (c) captions/s and phrases/s of each stage, timed inside the bare loop (Beam fuses stages, so their
-    share of its wall time cannot be split), plus the end-to-end rates of each Beam run.
+    share of its wall time cannot be split), plus the end-to-end rates of each Beam run;
+(d) the same pipeline on the Dask runner (:mod:`pipelines.runners.dask`) against a ``dask.distributed``
+    LocalCluster of 1 and of 2 worker processes (one thread each), beside the DirectRunner: wall time of
+    the run (the cluster is started before the clock, as a standing cluster would be; its start-up is
+    reported apart) and whether its label shards are byte-identical to the DirectRunner's.
 
 Run with ``python -m bench.run labels`` or ``python -m bench.bench_labels``.
 """
@@ -40,6 +44,21 @@ SEED = 0
 
 def _workers(n: int) -> list[str]:
     return ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={n}"]
+
+
+def dask_runs(cfg, workers: tuple[int, ...] = (1, 2)) -> dict[int, dict]:
+    """The label pipeline on the Dask runner, one fresh LocalCluster of ``n`` worker processes per run."""
+    from dask.distributed import LocalCluster
+
+    out = {}
+    for n in workers:
+        t0 = time.perf_counter()
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            start = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            m = run_labels(cfg(f"dask{n}"), ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"])
+            out[n] = {"wall_s": time.perf_counter() - t0, "cluster_start_s": start, "dir": Path(m["labels"]["dir"])}
+    return out
 
 
 def bare_loop(cfg: LabelConfig, out: Path) -> dict[str, float]:
@@ -112,9 +131,12 @@ def main() -> dict:
             m = run_labels(cfg(f"beam{n}"), _workers(n))
             wall[n] = time.perf_counter() - t0
             dirs[n] = Path(m["labels"]["dir"])  # OUT/labels/<fingerprint>
+        dask = dask_runs(cfg)
         shards = sorted(dirs[2].glob("labels-*.tar"))
         assert shards, f"{dirs[2]}: no label shards"
         identical = all((dirs[1] / p.name).read_bytes() == p.read_bytes() for p in shards)
+        dask_same = {n: sorted(p.name for p in d["dir"].glob("labels-*.tar")) == [p.name for p in shards]
+                     and all((d["dir"] / p.name).read_bytes() == p.read_bytes() for p in shards) for n, d in dask.items()}
         bare_same = all((tmp / "bare" / p.name).read_bytes() == p.read_bytes() for p in sorted(dirs[1].glob("labels-*.tar")))
 
     caps, phr = floor["num_captions"], floor["num_phrases"]
@@ -141,6 +163,18 @@ def main() -> dict:
         "b_target": ">= 1.6",
         "c_per_stage_bare": per_stage,
         "c_beam_end_to_end": {f"{n}_workers": {"captions_per_s": round(caps / wall[n], 1), "phrases_per_s": round(phr / wall[n], 1)} for n in (1, 2)},
+        "d_dask": {
+            f"{n}_workers": {
+                "wall_s": round(d["wall_s"], 2),
+                "cluster_start_s": round(d["cluster_start_s"], 2),
+                "ratio_over_bare": round(d["wall_s"] / floor_s, 3),
+                "ratio_over_direct_same_workers": round(d["wall_s"] / wall[n], 3),
+                "captions_per_s": round(caps / d["wall_s"], 1),
+                "label_shards_identical_to_direct": dask_same[n],
+            }
+            for n, d in dask.items()
+        },
+        "d_dask_speedup_2_over_1": round(dask[1]["wall_s"] / dask[2]["wall_s"], 3),
         "label_shards_identical_1_vs_2_workers": identical,
         "label_shards_identical_beam_vs_bare": bare_same,
         "counts_labels": m["labels"]["counts"],
