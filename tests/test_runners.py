@@ -160,6 +160,29 @@ def test_ssga_dask_runner_side_inputs_and_empty_combines(cluster, tmp_path):
     assert {f.read_text().split()[1] for f in tmp_path.iterdir()} == {"0"}
 
 
+def test_ssga_dask_runner_runs_a_shared_upstream_step_once(cluster, tmp_path):
+    """A step feeding several sinks and a side input runs once per element (dask.bag's graph fusion would copy it per sink)."""
+    import apache_beam as beam
+
+    log = tmp_path / "calls"
+
+    def step(x):
+        with open(log, "a") as f:
+            f.write(f"{x}\n")
+        return x
+
+    with _dask(cluster, SSGA_DASK) as p:
+        nums = p | beam.Create(list(range(6))) | "Step" >> beam.Map(step)
+        count = nums | "Count" >> beam.combiners.Count.Globally()
+        _ = nums | "A" >> beam.Map(lambda x, n: (tmp_path / f"a{x}").write_text(str(n)), beam.pvalue.AsSingleton(count))
+        _ = nums | "B" >> beam.Map(lambda x: (tmp_path / f"b{x}").write_text(""))
+        _ = (nums | "K" >> beam.Map(lambda x: (x % 2, x)) | beam.GroupByKey()
+             | "C" >> beam.MapTuple(lambda k, xs: (tmp_path / f"c{k}").write_text(str(sorted(xs)))))
+    assert sorted(int(x) for x in log.read_text().split()) == list(range(6))
+    assert {(tmp_path / f"a{x}").read_text() for x in range(6)} == {"6"} and len(list(tmp_path.glob("b*"))) == 6
+    assert (tmp_path / "c0").read_text() == "[0, 2, 4]" and (tmp_path / "c1").read_text() == "[1, 3, 5]"
+
+
 def test_ssga_dask_runner_refuses_what_it_cannot_run(cluster):
     import apache_beam as beam
     from apache_beam.transforms import window

@@ -267,8 +267,10 @@ class _BagVisitor(PipelineVisitor):
         tags = (None, *[tag for tag in node.outputs if tag is not None])
         views = [(type(si), si._view_options()) for si in node.side_inputs]
         spec = _DoFnSpec(self.run_id, node.full_label, pickler.dumps((t.fn, t.args, t.kwargs, views)), tags)
-        # A side input is a dependency computed before the task, passed whole (not a bag zipped partition-wise).
-        sides = [self.bags[si.pvalue].reduction(_as_list, _concat) for si in node.side_inputs]
+        # A side input is a dependency computed before the task, passed whole (not a bag zipped partition-wise),
+        # as an unoptimised Delayed: an Item's default to_delayed() fuses its upstream graph under new keys, so
+        # everything upstream of a side input would run twice.
+        sides = [self.bags[si.pvalue].reduction(_as_list, _concat).to_delayed(optimize_graph=False) for si in node.side_inputs]
         out = bag.map_partitions(_run_bundle, spec, *sides)
         if len(tags) == 1:
             self.bags[node.outputs[None]] = out
@@ -297,7 +299,9 @@ class DaskRunner(BeamDaskRunner):
             visitor = _BagVisitor(uuid.uuid4().hex, bag_kwargs, bag_kwargs.get("npartitions") or threads)
             pipeline.visit(visitor)
             counts = [bag.reduction(_count, sum) for bag in visitor.sinks()]  # only a count per sink comes back
-            futures = client.compute(counts)  # one call: shared upstream tasks run once
+            # Not through dask.bag's graph optimisation: its fusion gives each sink its own copy of a shared
+            # upstream task (a file read, a model's inference), which then runs once per sink.
+            futures = client.compute(counts, optimize_graph=False)
         except BaseException:
             client.close()
             raise
