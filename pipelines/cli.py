@@ -33,7 +33,7 @@ log = logging.getLogger("pipelines.cli")
 EXIT_STAGE_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-NOISY_LOGGERS = ("apache_beam", "absl", "grpc", *HF_LOGGERS)
+NOISY_LOGGERS = ("apache_beam", "absl", "grpc", "distributed", *HF_LOGGERS)
 
 _state: list[str] = []
 _verbose = False

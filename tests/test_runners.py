@@ -253,3 +253,20 @@ def test_region_ingest_on_the_dask_runner_matches_the_direct_runner(cluster, tmp
                        pipeline_args=["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"])
     assert dask["counts"] == direct["counts"] == {"in": 14, "out": 12, "rejected": 2} and reconciles(dask["counts"])
     assert _files(tmp_path / "dask") == _files(tmp_path / "direct")
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path):
+    import socket
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.cli import UserError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    opts = PipelineOptions([f"--runner={SSGA_DASK}", f"--dask_client_address=tcp://127.0.0.1:{port}", "--dask_connection_timeout=2"])
+    with pytest.raises(UserError, match=f"127.0.0.1:{port}: no Dask scheduler answered"):
+        with beam.Pipeline(options=opts) as p:
+            _ = p | beam.Create([1]) | beam.Map(print)

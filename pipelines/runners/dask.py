@@ -47,6 +47,8 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import GlobalWindows
 
+from pipelines.cli import UserError
+
 log = logging.getLogger(__name__)
 
 RUNNER_PATH = "pipelines.runners.dask.DaskRunner"
@@ -292,7 +294,12 @@ class DaskRunner(BeamDaskRunner):
 
         dask_options = options.view_as(DaskOptions).get_all_options(drop_default=True, current_only=True)
         bag_kwargs = DaskOptions._extract_bag_kwargs(dask_options)
-        client = ddist.Client(**dask_options)
+        try:
+            client = ddist.Client(**dask_options)
+        except (OSError, TimeoutError) as e:  # an unreachable scheduler: the user's address, one line
+            where = dask_options.get("address") or dask_options.get("scheduler_file") or "a local cluster"
+            raise UserError(f"--dask_client_address {where}: no Dask scheduler answered ({e}); start one with "
+                            "`dask scheduler` (and workers with `dask worker ADDRESS`) or fix the address") from e
         try:
             pipeline.replace_all(dask_overrides())
             threads = sum(client.nthreads().values()) or 1
