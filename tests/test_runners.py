@@ -14,7 +14,9 @@ project's runner, :mod:`pipelines.runners.dask`, which fixes them:
 3. ``apply_dofn_to_bundle`` collects a bundle's outputs *before* ``finish_bundle`` runs, so what a DoFn
    emits there is lost: ``BatchElements`` (RunInference's batching) emits its last batch there.
 
-What works on Beam's, a multi-process map → GroupByKey → map, is tested on both.
+What works on Beam's, a multi-process map → GroupByKey → map, is tested on both. On ours also: the
+label DAG and region ingest with bad input (every stage file, dead letters included, byte-identical to
+the DirectRunner's), side inputs, a shared upstream step running once, and one-line refusals.
 """
 import hashlib
 from pathlib import Path
