@@ -11,6 +11,8 @@ WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 BEAM ?= --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=$(WORKERS)
 # More flags for pipelines.dag, e.g. FLAGS="--verbose", FLAGS="--max-reject 0.8", FLAGS="--content-hash".
 FLAGS ?=
+# make bench BENCH=NAME runs bench/bench_NAME.py only; opt-in ones (BENCH=labels_scale: 20,000 images) run only so.
+BENCH ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -59,8 +61,8 @@ gallery: $(STAMP)  ## pseudo-label gallery (HTML + PNGs + loss curves) of the la
 experiment: $(STAMP)  ## data-efficiency grid: REC accuracy, grounding variants x pre-train/fine-tune data 1 and 1/8 (ARGS="--seeds 0,1 --finetune-head linear ...")
 	$(PY) -m trainer.experiment --work runs/experiment $(ARGS)
 
-bench: $(STAMP)  ## run the benchmarks (figures printed and written to bench/results/)
-	$(PY) -m bench.run
+bench: $(STAMP)  ## run the benchmarks (figures printed and written to bench/results/); BENCH=NAME runs one
+	$(PY) -m bench.run $(BENCH)
 
 clean:  ## remove generated data (keeps .venv)
 	rm -rf $(DATA) runs bench/results

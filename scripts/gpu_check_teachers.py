@@ -86,7 +86,7 @@ def check_shared_stage(device: str, tmp: Path) -> dict:
 
     from bench.bench_teachers import make_inputs
     from hf_tiny import save_tiny_grounding_dino
-    from pipelines.stages.teacher import TeacherModelHandler
+    from pipelines.stages.teacher import ImageWork, TeacherModelHandler
 
     md = str(save_tiny_grounding_dino(tmp / "gd_shared"))
     xs = make_inputs(tmp / "corpus_shared", 3, None)
@@ -97,7 +97,7 @@ def check_shared_stage(device: str, tmp: Path) -> dict:
     out_file = tmp / "shared.jsonl"
     opts = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     with beam.Pipeline(options=opts) as p:
-        _ = (p | beam.Create(list(groups.values())) | RunInference(handler) | beam.FlatMap(lambda rs: rs)
+        _ = (p | beam.Create([ImageWork(k, [], v) for k, v in groups.items()]) | RunInference(handler) | beam.FlatMap(lambda w: w.results)
              | beam.Map(lambda r: json.dumps({"caption": r.input.caption_id, "boxes": None if r.boxes is None else len(r.boxes), "error": r.error}))
              | beam.io.WriteToText(str(out_file), shard_name_template=""))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]

@@ -205,3 +205,34 @@ def test_tag_similarity_refuses_regions_without_class_distributions(tmp_path):
     with pytest.raises(ValueError, match="no detector classes.*--lxmert"):
         run_labels(_cfg(c, tmp_path / "out"), IN_MEMORY)
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+# Where the graph groups on purpose: sources spread their input (Reshuffle), sinks group by output
+# shard, and counts, statistics and dead letters are gathered. Any other grouping sits between stages.
+SINKS_AND_SOURCES = {"ReadCaptions", "ReadRegions", "ReadPhrases", "ReadTeacher", "WritePhrases", "WriteTeacher", "WriteLabels",
+                     "PhraseCounts", "TeacherCounts", "LabelCounts", "PhraseDeadLetters", "TeacherDeadLetters", "LabelDeadLetters",
+                     "SumStats"}
+
+
+@pytest.mark.parametrize("run", [
+    {"phrases": True, "teacher": True, "labels": True},
+    {"phrases": False, "teacher": True, "labels": True},  # a new teacher: phrases read back from Parquet
+    {"phrases": False, "teacher": False, "labels": True},  # a new IoU threshold: teacher records read back
+], ids=["all", "stored-phrases", "stored-teacher"])
+def test_teacher_match_labels_group_by_image_once(tmp_path, run):
+    """Between the stages, one shuffle: each image's group is built once and carried through teacher →
+    match → labels (no re-join by image, no join by caption id), whichever stages are read back."""
+    import apache_beam as beam
+    from apache_beam.portability import common_urns
+
+    from pipelines.label_graph import build_pipeline
+    from pipelines.label_plan import plan_labels, stage_dirs
+
+    c = make_corpus(tmp_path / "corpus", num_images=4, num_shards=2)
+    cfg = _cfg(c, tmp_path / "out")
+    teacher, params, fps = plan_labels(cfg)
+    p = beam.Pipeline()
+    build_pipeline(p, cfg, teacher.fingerprint, params, stage_dirs(cfg.out, fps), run)
+    proto = p.to_runner_api()
+    grouping = {t.unique_name.split("/")[0] for t in proto.components.transforms.values() if t.spec.urn == common_urns.primitives.GROUP_BY_KEY.urn}
+    assert grouping - SINKS_AND_SOURCES == {"GroupByImage"}

@@ -79,7 +79,7 @@ def _hist(values: list[int]) -> dict[str, int]:
 
 
 class BuildLabels(beam.DoFn):
-    """``(image_id, {"regions": [RegionInfo], "teacher": [(PhraseRecord, TeacherRecord)]})`` →
+    """One image's ``([RegionInfo], [(PhraseRecord, TeacherRecord)])`` (grouped once, upstream) →
     ``(shard, (key, members))`` per region sample, and per-image statistics on output ``stats``."""
 
     def __init__(self, threshold: float, teacher: str, flickr30k: str = ""):
@@ -89,9 +89,8 @@ class BuildLabels(beam.DoFn):
         self.gt = Flickr30kGroundTruth(self.flickr30k) if self.flickr30k else None
 
     def process(self, item):
-        image_id, group = item
-        captions = list(group["teacher"])
-        for region in sorted(group["regions"], key=lambda r: (r.shard, r.key)):
+        regions, captions = item
+        for region in sorted(regions, key=lambda r: (r.shard, r.key)):
             lab = image_labels(region, captions, self.threshold, self.teacher)
             stats = image_stats(lab, [t for _, t in captions])
             if self.gt is not None:

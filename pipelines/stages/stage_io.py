@@ -158,23 +158,48 @@ class WriteDeadLetters(beam.PTransform):
 
 
 class WriteCounts(beam.PTransform):
-    """``{name: PCollection}`` → ``<dir>/_COUNTS.json`` with the element count of each (0 when empty)."""
+    """``{name: PCollection}`` → ``<dir>/_COUNTS.json`` with the element count of each (0 when empty).
+
+    One combine for all the names (each element counts as its PCollection's name), not a
+    ``Count.Globally`` per name: the same file from a third of the transforms, which the runner
+    plans, translates and schedules as stages of their own."""
 
     def __init__(self, directory: str):
         super().__init__()
         self.path = fs.join(directory, COUNTS_NAME)
 
     def expand(self, pcolls: dict):
-        path = self.path
-        counted = [
-            pc | f"Count_{name}" >> beam.combiners.Count.Globally() | f"Name_{name}" >> beam.Map(lambda c, name=name: (name, c))
-            for name, pc in sorted(pcolls.items())
-        ]
+        path, names = self.path, sorted(pcolls)
+        tagged = [pcolls[name] | f"Name_{name}" >> beam.Map(lambda _, name=name: name) for name in names]
 
-        def write(pairs):
-            fs.write_bytes(path, (json.dumps(dict(sorted(pairs)), indent=2) + "\n").encode("utf-8"))
+        def write(counts):
+            fs.write_bytes(path, (json.dumps(dict(sorted(counts.items())), indent=2) + "\n").encode("utf-8"))
 
-        return counted | "Flatten" >> beam.Flatten() | "All" >> beam.combiners.ToList() | "Write" >> beam.Map(write)
+        return tagged | "Flatten" >> beam.Flatten() | "Count" >> beam.CombineGlobally(CountNames(names)) | "Write" >> beam.Map(write)
+
+
+class CountNames(beam.CombineFn):
+    """Names → ``{name: count}`` over ``names`` (0 for a name never seen)."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+
+    def create_accumulator(self):
+        return dict.fromkeys(self.names, 0)
+
+    def add_input(self, acc, name):
+        acc[name] += 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for a in accs:
+            for k, v in a.items():
+                out[k] += v
+        return out
+
+    def extract_output(self, acc):
+        return acc
 
 
 class SumStats(beam.CombineFn):

@@ -1,7 +1,8 @@
-"""The ``teacher`` stage: phrases joined with their image's regions → Beam RunInference with a teacher.
+"""The ``teacher`` stage: each image's phrases and regions (grouped once, by the graph) → Beam RunInference with a teacher.
 
 Every phrase record ends as a teacher record or a dead letter: its image is missing from the region
-source, the teacher raised on it, or the teacher's answer breaks the record contract.
+source, the teacher raised on it, or the teacher's answer breaks the record contract. The image's
+group travels on past the teacher (output ``images``), so match → labels need no second shuffle.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from ssga_io import fs
 from pipelines.formats.captions import caption_sort_key
+from pipelines.stages.stage_io import RegionInfo
 from pipelines.teachers import REGISTRY, Teacher, TeacherInput, build_teacher
 from schemas.manifest import dead_letter
 from schemas.records import PhraseRecord, TeacherBox, TeacherRecord, teacher_problem
@@ -23,6 +25,7 @@ from schemas.records import PhraseRecord, TeacherBox, TeacherRecord, teacher_pro
 log = logging.getLogger(__name__)
 STAGE = "teacher"
 DEAD = "dead"
+IMAGES = "images"  # per image: (regions, [(PhraseRecord, TeacherRecord)]), the labels stage's input
 
 
 @dataclass
@@ -32,8 +35,20 @@ class TeacherResult:
     error: str = ""
 
 
-class TeacherModelHandler(ModelHandler[list[TeacherInput], list[TeacherResult], Teacher]):
-    """RunInference adapter: an element is one image with all its captions; a batch is several images.
+@dataclass
+class ImageWork:
+    """One image on its way through teacher → match → labels: its region samples (sorted by shard and
+    key), its captions' teacher inputs (in caption order) and, after RunInference, their results."""
+
+    image_id: str
+    regions: list[RegionInfo]
+    inputs: list[TeacherInput]
+    results: list[TeacherResult] | None = None
+
+
+class TeacherModelHandler(ModelHandler[ImageWork, ImageWork, Teacher]):
+    """RunInference adapter: an element is one image with all its captions (:class:`ImageWork`), answered
+    with the same work and its ``results`` filled in; a batch is several images.
 
     The teacher sees the whole batch at once, so a pixel teacher decodes each image once and puts all
     of an image's phrases into as few prompts as fit. A failing batch is retried image by image, then
@@ -65,17 +80,17 @@ class TeacherModelHandler(ModelHandler[list[TeacherInput], list[TeacherResult], 
     def _predict(model: Teacher, xs: list[TeacherInput]) -> list[TeacherResult]:
         return [TeacherResult(x, b) for x, b in zip(xs, model.predict(xs), strict=True)]
 
-    def run_inference(self, batch: Sequence[list[TeacherInput]], model: Teacher, inference_args=None) -> Iterable[list[TeacherResult]]:
-        images = [list(group) for group in batch]
+    def run_inference(self, batch: Sequence[ImageWork], model: Teacher, inference_args=None) -> Iterable[ImageWork]:
+        images = [list(work.inputs) for work in batch]
         try:
             flat = self._predict(model, [x for group in images for x in group])
             out, k = [], 0
             for group in images:
                 out.append(flat[k : k + len(group)])
                 k += len(group)
-            return out
         except Exception:  # noqa: BLE001 - isolate the culprit below
-            return [self._isolate(model, group) for group in images]
+            out = [self._isolate(model, group) for group in images]
+        return [ImageWork(work.image_id, work.regions, work.inputs, results) for work, results in zip(batch, out, strict=True)]
 
     def _isolate(self, model: Teacher, group: list[TeacherInput]) -> list[TeacherResult]:
         try:
@@ -89,16 +104,18 @@ class TeacherModelHandler(ModelHandler[list[TeacherInput], list[TeacherResult], 
                     out.append(TeacherResult(x, None, f"{type(e).__name__}: {e}"))
             return out
 
-    def get_num_bytes(self, batch: Sequence[list[TeacherInput]]) -> int:
-        return sum(len(g) for g in batch)  # the default pickles every batch just to measure it
+    def get_num_bytes(self, batch: Sequence[ImageWork]) -> int:
+        return sum(len(w.inputs) for w in batch)  # the default pickles every batch just to measure it
 
     def get_metrics_namespace(self) -> str:
         return f"ssga_teacher_{self.name}"
 
 
 class MakeTeacherInputs(beam.DoFn):
-    """``(image_id, {"phrases": [(PhraseRecord, url)], "regions": [RegionInfo]})`` → one list of
-    TeacherInput (all the image's captions, in caption order) per image."""
+    """``(image_id, {"phrases": [(PhraseRecord, url)], "regions": [RegionInfo]})`` → one :class:`ImageWork`
+    per image with captions and regions; dead letters for captions of an image missing from the
+    regions; the image's ``(regions, [])`` on output ``images`` when it has regions but no caption
+    (its label sample has zero phrases)."""
 
     def __init__(self, images_root: str, images_dir: str = ""):
         self.images_root, self.images_dir = images_root, images_dir
@@ -113,53 +130,64 @@ class MakeTeacherInputs(beam.DoFn):
         phrases = sorted(group["phrases"], key=lambda pu: caption_sort_key(pu[0].caption_id))
         regions = sorted(group["regions"], key=lambda r: (r.shard, r.key))
         if not phrases:
+            if regions:
+                yield beam.pvalue.TaggedOutput(IMAGES, (regions, []))
             return
         if not regions:
             for rec, url in phrases:
                 yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, rec.caption_id, url, f"image {image_id!r} is not in the region source"))
             return
         r = regions[0]
-        yield [
+        yield ImageWork(image_id, regions, [
             TeacherInput(rec.caption_id, image_id, rec.caption, rec.phrases, r.image_w, r.image_h, r.boxes, r.classes, self.image_path(url), r.class_conf)
             for rec, url in phrases
-        ]
+        ])
 
 
 class CheckTeacherOutput(beam.DoFn):
-    """TeacherResult → ``(PhraseRecord, TeacherRecord)``, or a dead letter naming the failure."""
+    """:class:`ImageWork` with results → ``(PhraseRecord, TeacherRecord)`` per caption (main), a dead letter
+    naming each failure (``dead``), and the image's ``(regions, [(PhraseRecord, TeacherRecord)])`` (``images``)."""
 
     def __init__(self, teacher_fingerprint: str):
         self.fp = teacher_fingerprint
 
-    def process(self, res: TeacherResult):
+    def check(self, res: TeacherResult) -> tuple[PhraseRecord, TeacherRecord] | dict:
+        """The caption's records, or its dead letter."""
         x = res.input
         if res.boxes is None:
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, x.caption_id, x.image_path, f"teacher failed: {res.error}"))
-            return
+            return dead_letter(STAGE, x.caption_id, x.image_path, f"teacher failed: {res.error}")
         rec = TeacherRecord(x.caption_id, x.image_id, self.fp, len(x.phrases), sorted(res.boxes, key=lambda b: (b.phrase_index, -b.score, b.box)))
         reason = teacher_problem(rec)
         if reason:
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, x.caption_id, x.image_path, f"invalid teacher output: {reason}"))
-            return
-        yield PhraseRecord(x.caption_id, x.image_id, x.caption, x.phrases), rec
+            return dead_letter(STAGE, x.caption_id, x.image_path, f"invalid teacher output: {reason}")
+        return PhraseRecord(x.caption_id, x.image_id, x.caption, x.phrases), rec
+
+    def process(self, work: ImageWork):
+        captions = []
+        for res in work.results or []:
+            out = self.check(res)
+            if isinstance(out, dict):
+                yield beam.pvalue.TaggedOutput(DEAD, out)
+            else:
+                captions.append(out)
+                yield out
+        yield beam.pvalue.TaggedOutput(IMAGES, (work.regions, captions))
 
 
 class RunTeacher(beam.PTransform):
-    """``(PhraseRecord, url)`` + ``(image_id, RegionInfo)`` → ``(PhraseRecord, TeacherRecord)`` and ``dead``."""
+    """``(image_id, {"phrases": [(PhraseRecord, url)], "regions": [RegionInfo]})`` (grouped by image) →
+    ``records`` ``(PhraseRecord, TeacherRecord)``, ``dead`` letters, and ``images``: per image of the regions,
+    ``(regions, [(PhraseRecord, TeacherRecord)])`` for match → labels, no further shuffle needed."""
 
-    def __init__(self, handler: TeacherModelHandler, teacher_fingerprint: str, regions, images_root: str, images_dir: str = ""):
+    def __init__(self, handler: TeacherModelHandler, teacher_fingerprint: str, images_root: str, images_dir: str = ""):
         super().__init__()
-        self.handler, self.fp, self.regions = handler, teacher_fingerprint, regions
+        self.handler, self.fp = handler, teacher_fingerprint
         self.images_root, self.images_dir = images_root, images_dir
 
-    def expand(self, phrases):
-        keyed = phrases | "KeyByImage" >> beam.Map(lambda pu: (pu[0].image_id, pu))
-        joined = (
-            {"phrases": keyed, "regions": self.regions}
-            | "JoinRegions" >> beam.CoGroupByKey()
-            | "Inputs" >> beam.ParDo(MakeTeacherInputs(self.images_root, self.images_dir)).with_outputs(DEAD, main="inputs")
-        )
-        results = joined.inputs | "RunInference" >> RunInference(self.handler) | "PerCaption" >> beam.FlatMap(lambda rs: rs)
-        checked = results | "Check" >> beam.ParDo(CheckTeacherOutput(self.fp)).with_outputs(DEAD, main="records")
-        dead = (joined.dead, checked.dead) | "DeadLetters" >> beam.Flatten()
-        return {"records": checked.records, "dead": dead}
+    def expand(self, by_image):
+        work = by_image | "Inputs" >> beam.ParDo(MakeTeacherInputs(self.images_root, self.images_dir)).with_outputs(DEAD, IMAGES, main="work")
+        results = work.work | "RunInference" >> RunInference(self.handler)
+        checked = results | "Check" >> beam.ParDo(CheckTeacherOutput(self.fp)).with_outputs(DEAD, IMAGES, main="records")
+        dead = (work[DEAD], checked[DEAD]) | "DeadLetters" >> beam.Flatten()
+        images = (work[IMAGES], checked[IMAGES]) | "Images" >> beam.Flatten()
+        return {"records": checked.records, "dead": dead, "images": images}
