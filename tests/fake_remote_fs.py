@@ -1,5 +1,9 @@
 """A Beam filesystem with a URL scheme (``ssgatest://``) backed by a local directory, so tests can run the
-label pipeline through the same code paths as ``gs://`` without a network."""
+pipelines and the trainer through the same code paths as ``gs://`` without a network.
+
+Importing this module registers the scheme with Beam (in this process and in any forked child). The
+root directory is ``$SSGA_TEST_REMOTE_ROOT``, read on every call, so one test can point it at its tmp dir.
+"""
 from __future__ import annotations
 
 import os
@@ -33,6 +37,12 @@ class FakeRemoteFileSystem(LocalFileSystem):
         head, _, tail = path.rpartition("/")
         return head, tail
 
+    def has_dirs(self):
+        return False  # like an object store: a "directory" is a prefix
+
+    def mkdirs(self, path):
+        pass
+
     def create(self, path, *args, **kwargs):
         os.makedirs(os.path.dirname(_local(path)), exist_ok=True)
         return super().create(_local(path), *args, **kwargs)
@@ -41,7 +51,30 @@ class FakeRemoteFileSystem(LocalFileSystem):
         return super().open(_local(path), *args, **kwargs)
 
     def exists(self, path):
-        return super().exists(_local(path))
+        return os.path.isfile(_local(path))  # objects only: a prefix is no object
+
+    def size(self, path):
+        return super().size(_local(path))
+
+    def last_updated(self, path):
+        return super().last_updated(_local(path))
+
+    def checksum(self, path):
+        return super().checksum(_local(path))
+
+    def metadata(self, path):
+        m = super().metadata(_local(path))
+        return FileMetadata(path, m.size_in_bytes, m.last_updated_in_seconds)
+
+    def copy(self, sources, destinations):
+        for d in destinations:
+            os.makedirs(os.path.dirname(_local(d)), exist_ok=True)
+        return super().copy([_local(p) for p in sources], [_local(p) for p in destinations])
+
+    def rename(self, sources, destinations):
+        for d in destinations:
+            os.makedirs(os.path.dirname(_local(d)), exist_ok=True)
+        return super().rename([_local(p) for p in sources], [_local(p) for p in destinations])
 
     def delete(self, paths):
         return super().delete([_local(p) for p in paths])
