@@ -7,8 +7,9 @@ root directory is ``$SSGA_TEST_REMOTE_ROOT``, read on every call, so one test ca
 from __future__ import annotations
 
 import os
+import shutil
 
-from apache_beam.io.filesystem import FileMetadata, MatchResult
+from apache_beam.io.filesystem import BeamIOError, FileMetadata, MatchResult
 from apache_beam.io.localfilesystem import LocalFileSystem
 
 SCHEME = "ssgatest"
@@ -37,9 +38,6 @@ class FakeRemoteFileSystem(LocalFileSystem):
         head, _, tail = path.rpartition("/")
         return head, tail
 
-    def has_dirs(self):
-        return False  # like an object store: a "directory" is a prefix
-
     def mkdirs(self, path):
         pass
 
@@ -51,7 +49,9 @@ class FakeRemoteFileSystem(LocalFileSystem):
         return super().open(_local(path), *args, **kwargs)
 
     def exists(self, path):
-        return os.path.isfile(_local(path))  # objects only: a prefix is no object
+        if path.startswith(f"{SCHEME}://"):
+            return os.path.isfile(_local(path))  # as on an object store: a prefix is no object
+        return super().exists(path)  # LocalFileSystem's listing asks about directories
 
     def size(self, path):
         return super().size(_local(path))
@@ -77,7 +77,18 @@ class FakeRemoteFileSystem(LocalFileSystem):
         return super().rename([_local(p) for p in sources], [_local(p) for p in destinations])
 
     def delete(self, paths):
-        return super().delete([_local(p) for p in paths])
+        # LocalFileSystem.delete lists through self.match, which answers with URLs: delete directly.
+        missing = []
+        for p in paths:
+            local = _local(p)
+            if os.path.isdir(local):
+                shutil.rmtree(local)
+            elif os.path.exists(local):
+                os.remove(local)
+            else:
+                missing.append(p)
+        if missing:
+            raise BeamIOError("Delete operation failed", {p: FileNotFoundError(p) for p in missing})
 
     def match(self, patterns, limits=None):
         results = super().match([_local(p) for p in patterns], limits)

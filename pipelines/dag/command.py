@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from pathlib import Path
 
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 from pipelines.dag.demo import run_demo, summary
@@ -40,6 +39,7 @@ from pipelines.dag.pretrain import pretrain_stage
 from pipelines.dag.stages import DagConfig, labels_dag, record, regions_stage
 from pipelines.stage_guard import DEFAULT_MAX_REJECT
 from pipelines.teachers import DEFAULT_TEACHER, REGISTRY
+from ssga_io import fs
 
 log = logging.getLogger("pipelines.dag")
 
@@ -103,14 +103,19 @@ def _cli_main(argv: list[str]) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     command, cfg, args = parse_args(argv)
     log.info("teacher %s%s", cfg.teacher, "".join(f" {k}={v}" for k, v in sorted(cfg.teacher_args.items())))
+    if command == "demo" and fs.is_remote(cfg.data):
+        raise cli.UserError(f"--data {cfg.data}: the demo writes its gallery and checkpoints to a local directory; pass a local --data")
     if command == "demo":
         run_demo(cfg, args.num_images, args.seed)
         return
     if command == "regions":
         report = {"regions": regions_stage(cfg)}
-        record(Path(cfg.data), {"regions": {"dir": report["regions"]["dir"], "fingerprint": report["regions"]["fingerprint"]}})
+        record(cfg.data, {"regions": {"dir": report["regions"]["dir"], "fingerprint": report["regions"]["fingerprint"]}})
         print(summary(report))
         return
+    if command == "pretrain" and fs.is_remote(cfg.data):
+        raise cli.UserError(f"--data {cfg.data}: pretrain writes checkpoints to a local directory; run `dag labels` with this "
+                            "--data, then `python -m trainer.train --regions URL --labels URL --out LOCAL_DIR` (it streams the shards from the URLs)")
     report = labels_dag(cfg)
     if command == "pretrain":
         report["pretrain"] = pretrain_stage(cfg, report)
