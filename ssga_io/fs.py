@@ -92,7 +92,12 @@ def isdir(path: str | os.PathLike) -> bool:
 
 
 def size(path: str | os.PathLike) -> int:
-    return _beam_fs(path).metadata(str(path)).size_in_bytes if is_remote(path) else os.path.getsize(path)
+    if not is_remote(path):
+        return os.path.getsize(path)
+    found = _beam_fs(path).match([str(path)])[0].metadata_list
+    if not found:
+        raise FileNotFoundError(f"{path}: no such file")
+    return int(found[0].size_in_bytes)
 
 
 @contextlib.contextmanager
