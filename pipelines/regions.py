@@ -247,7 +247,7 @@ def _cli_main(argv: list[str]) -> None:
     ap.add_argument("--allow-pickle", action="store_true", help=f"read pickled .npy files: {PICKLE_RISK}")
     ap.add_argument("--exclusive-boxes", action="store_true", help="source boxes already have an exclusive end (default: inclusive, as BUTD writes)")
     ap.add_argument("--feature-dim", type=int, default=None, help="dead-letter records of any other feature dimension")
-    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--out", required=True, help="output directory, or a gs:// s3:// hdfs:// URL")
     ap.add_argument("--num-shards", type=int, required=True)
     ap.add_argument("--max-reject", type=float, default=DEFAULT_MAX_REJECT,
                     help="fail (exit 1) when more than this share of the records is rejected (default %(default)s)")

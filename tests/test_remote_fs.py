@@ -187,3 +187,29 @@ def test_region_ingest_from_a_tsv_url(bucket, scratch):
     assert len(dead) == 1 and "regions.tsv:7" in dead[0]
     assert sorted(p.name for p in (bucket / "regions").iterdir()) == ["_DEAD_LETTER.jsonl", "_MANIFEST.json", "regions-000000.tar", "regions-000001.tar"]
     assert _left_behind(*scratch) == []
+
+
+def test_readme_cluster_commands_with_bucket_paths_parse():
+    """The README's all-in-a-bucket commands are real command lines of these modules."""
+    import re
+    import shlex
+
+    from pipelines.dag.command import parse_args
+
+    readme = (ROOT / "README.md").read_text()
+    cluster = readme[readme.index("## On a cluster") : readme.index("## Layout")]
+    dag = re.search(r"^python -m pipelines\.dag labels (?:.|\n)*?(?<!\\)\n", cluster, re.M).group(0).replace("\\\n", " ")
+    command, cfg, _ = parse_args(shlex.split(dag)[3:])
+    assert command == "labels" and cfg.data.startswith("gs://") and cfg.corpus.startswith("gs://")
+    assert any(a.startswith("--runner=DataflowRunner") for a in cfg.beam_args)
+    regions = re.search(r"^python -m pipelines\.regions (?:.|\n)*?(?<!\\)\n", cluster, re.M).group(0).replace("\\\n", " ")
+    assert "--out gs://" in regions and "--tsv gs://" in regions
+
+
+def test_dataflow_region_flag_goes_to_beam_not_to_regions():
+    """``--region`` (Dataflow's) is no abbreviation of ``--regions``: it reaches Beam untouched."""
+    from pipelines.label_pipeline import parse_args
+
+    cfg, beam_args = parse_args(["--captions", "gs://b/c.tsv", "--regions", "gs://b/regions", "--out", "gs://b/data",
+                                 "--runner=DataflowRunner", "--region=us-central1"])
+    assert cfg.regions == "gs://b/regions" and "--region=us-central1" in beam_args

@@ -17,6 +17,9 @@ Layout under ``DATA`` (each stage directory named by its fingerprint, ``_MANIFES
     DATA/dag.json                     the resolved stage directories of the last run (written atomically)
     DATA/logs/                        what Beam's worker processes printed (the console shows it with --verbose)
 
+``DATA``, ``--corpus`` and every input may be Beam filesystem URLs (``gs://``, ``s3://``, ``hdfs://``) for
+``regions`` and ``labels``; ``pretrain`` and ``demo`` write checkpoints and the gallery, so they need a local ``DATA``.
+
 Input files enter fingerprints by name, size and modification time (so deciding to skip costs
 O(files), not O(bytes), on local disks and ``gs://`` alike); ``--content-hash`` hashes their bytes.
 A stage that outputs nothing, or rejects more than ``--max-reject`` (default 0.5) of its input,
