@@ -173,9 +173,13 @@ def open_write(path: str | os.PathLike, fsync: bool = False) -> Iterator[io.RawI
     try:
         with fsys.create(tmp) as f:
             yield f
-        if fsys.exists(str(path)):  # rename does not overwrite on every filesystem (HDFS)
-            fsys.delete([str(path)])
-        fsys.rename([tmp], [str(path)])
+        try:
+            fsys.rename([tmp], [str(path)])  # object stores copy over the old object: readers see old or new
+        except Exception:
+            if not fsys.exists(str(path)):
+                raise
+            fsys.delete([str(path)])  # HDFS renames only onto a free name
+            fsys.rename([tmp], [str(path)])
     except BaseException:
         with contextlib.suppress(Exception):
             if fsys.exists(tmp):
