@@ -18,7 +18,9 @@ COPY ssga_io ./ssga_io
 COPY schemas ./schemas
 COPY pipelines ./pipelines
 COPY trainer ./trainer
-RUN pip install . && python -c "import torch, trainer, schemas; print('ssga trainer ok', torch.__version__)"
+# Beam's gs:// and s3:// filesystems (the gcp/aws extras, the workers' Beam version), so --regions/--labels stream from a bucket.
+RUN pip install . "apache-beam[gcp,aws]==2.77.0" \
+    && python -c "import torch, trainer, schemas; import apache_beam.io.gcp.gcsfilesystem, apache_beam.io.aws.s3filesystem; print('ssga trainer ok', torch.__version__)"
 
 ENTRYPOINT ["torchrun"]
 CMD ["--standalone", "--nproc_per_node=gpu", "-m", "trainer.train", "--help"]

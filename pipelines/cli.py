@@ -48,7 +48,15 @@ class StageFailed(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are :class:`UserError` (one line, exit 2) rather than usage + message."""
+    """argparse whose errors are :class:`UserError` (one line, exit 2) rather than usage + message.
+
+    No abbreviations: unknown flags go on to Beam, and Dataflow's ``--region=us-central1`` would
+    otherwise be taken for a prefix of our ``--regions`` (silently replacing the region source).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see {self.prog} --help)")

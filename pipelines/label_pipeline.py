@@ -177,7 +177,7 @@ def summary(manifests: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
     ap = cli.ArgumentParser(prog="python -m pipelines.label_pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captions", required=True, help="Conceptual-Captions style TSV (caption<TAB>url)")
-    ap.add_argument("--regions", required=True, help="region shard directory (regions-NNNNNN.tar)")
+    ap.add_argument("--regions", required=True, help="region shard directory or URL (regions-NNNNNN.tar)")
     ap.add_argument("--out", required=True, help="data root: stages go to OUT/phrases/<fp>, OUT/teacher/<fp>, OUT/labels/<fp>")
     ap.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher name (default {DEFAULT_TEACHER})")
     ap.add_argument("--teacher-arg", action="append", default=[], metavar="K=V", help="teacher parameter, repeatable")

@@ -125,7 +125,7 @@ def plan_labels(cfg: LabelConfig) -> tuple[Any, dict[str, Any], dict[str, str]]:
             raise cli.UserError("the tag_similarity teacher needs the detector's class names: pass --objects-vocab FILE (objects_vocab.txt)")
         if not fs.exists(vocab):
             raise cli.UserError(f"objects vocabulary {vocab} does not exist: pass --objects-vocab FILE (the detector's objects_vocab.txt)")
-    if cfg.flickr30k and not fs.exists(cfg.flickr30k):
+    if cfg.flickr30k and not fs.isdir(cfg.flickr30k):
         raise cli.UserError(f"Flickr30k Entities directory {cfg.flickr30k} does not exist: fix --flickr30k, or leave it out")
     if cfg.flickr30k and cfg.teacher in ("oracle", "simulated"):
         params.setdefault("flickr30k", cfg.flickr30k)

@@ -13,6 +13,13 @@ per rejected record: id, source location, reason; sorted by source position) and
 last. ``counts.in`` is counted by the driver in its own pass over the source (while hashing it for
 the fingerprint), independently of the pipeline, and the stage fails unless in = out + rejected.
 
+Every path may be a Beam filesystem URL (``gs://``, ``s3://``, ``hdfs://``) as well as a local path:
+the source is listed and read, and the shards, the dead letter and the manifest are written, through
+:mod:`ssga_io.fs`. The workers' per-shard counts and dead letters travel through the pipeline to
+one last step, which writes ``_DEAD_LETTER.jsonl`` and a merged summary at ``--out``; the driver
+reads that summary back from the same URL, reconciles it and publishes the manifest (nothing is
+read from a worker's local disk, so a Dataflow or Flink run works as a local one).
+
 Memory: the source is read in byte ranges (TSV) or file by file, validated and encoded as float16
 samples, and grouped by shard, so a worker holds one shard, not the corpus, on a distributed runner
 (Dataflow, Flink). Beam's local runners keep the grouped samples of a run in memory. Duplicate image
@@ -24,9 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
@@ -40,10 +44,9 @@ from schemas.shards import REGION_PREFIX
 from pipelines.formats.readers import list_region_files
 from pipelines.formats.region_formats import LXMERT_NUM_CLASSES, count_classes
 from ssga_io.security import PICKLE_RISK
-from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_max_reject, check_stage, reason_kind, warn_empty_shards
-from ssga_io import atomic
+from pipelines.stage_guard import DEFAULT_MAX_REJECT, check_max_reject, check_stage, warn_empty_shards
 from pipelines.beam_options import IN_MEMORY, pipeline_options
-from pipelines.stages.regions import CHUNK_BYTES, DEAD, STAGE, WORK_DIR, SourceScan, scan_tsv, ReadTsvRegions, ReadRegionFiles, WriteRegionShards
+from pipelines.stages.regions import CHUNK_BYTES, DEAD, STAGE, SUMMARY_NAME, SourceScan, scan_tsv, ReadTsvRegions, ReadRegionFiles, WriteRegionShards
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ def scan_source(
     if tsv:
         scans = []
         for i, path in enumerate(tsv):
-            if not Path(path).is_file():
+            if not fs.isfile(path):
                 raise FileNotFoundError(f"region TSV {path} does not exist")
             scans.append(scan_tsv(path, CHUNK_BYTES, i))
         digest = scans[0][0] if len(scans) == 1 else fingerprint([s[0] for s in scans])  # content only, in order
@@ -69,25 +72,29 @@ def scan_source(
             sum(s[1] for s in scans), sum(s[2] for s in scans), [c for s in scans for c in s[3]],
         )
     directory, kind = (npz_dir, "npz") if npz_dir is not None else (npy_dir, "npy")
-    if not Path(directory).is_dir():
+    if not fs.isdir(directory):
         raise FileNotFoundError(f"region directory {directory} does not exist")
     if kind == "npy" and not allow_pickle:
         raise PermissionError(f"{directory}: refusing to read pickled .npy files: {PICKLE_RISK}")
     files = list_region_files(directory, kind)
-    companions = [p.with_name(p.stem + "_info.npy") for p in files if kind == "npy"]
-    digest = files_digest(files + [c for c in companions if c.exists()]) if content_hash else source_metadata_digest(None, npz_dir, npy_dir)
-    return SourceScan(f"{kind}_dir", str(directory), digest, len(files), files=[str(p) for p in files])
+    if content_hash:
+        listed = set(fs.glob(fs.join(directory, "*_info.npy"))) if kind == "npy" else set()
+        companions = [c for p in files if (c := p[: -len(".npy")] + "_info.npy") in listed]
+        digest = files_digest(files + companions)
+    else:
+        digest = source_metadata_digest(None, npz_dir, npy_dir)
+    return SourceScan(f"{kind}_dir", str(directory), digest, len(files), files=files)
 
 
 def source_metadata_digest(tsv: list[str] | None, npz_dir: str | None, npy_dir: str | None) -> str:
     """Fingerprint of the source files' names, sizes and modification times (no content read): O(files)."""
     if tsv:
         for path in tsv:
-            if not fs.exists(path) or os.path.isdir(path):
+            if not fs.isfile(path):
                 raise FileNotFoundError(f"region TSV {path} does not exist")
-        return fingerprint([fs.metadata_digest([str(p)], root=os.path.dirname(str(p))) for p in tsv])
+        return fingerprint([fs.metadata_digest([str(p)], root=fs.dirname(str(p)) if fs.is_remote(p) else os.path.dirname(str(p))) for p in tsv])
     directory, kind = (npz_dir, "npz") if npz_dir is not None else (npy_dir, "npy")
-    if not fs.exists(directory):
+    if not fs.isdir(directory):
         raise FileNotFoundError(f"region directory {directory} does not exist")
     return fs.metadata_digest([fs.join(str(directory), f"*.{kind}")], root=str(directory))
 
@@ -165,15 +172,12 @@ def run_regions(
         tsv_files = None if tsv is None else [str(t) for t in ([tsv] if isinstance(tsv, (str, os.PathLike)) else tsv)]
         scan = scan_source(tsv_files, lxmert, None if npz_dir is None else str(npz_dir), None if npy_dir is None else str(npy_dir),
                            allow_pickle, content_hash=False)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = str(out_dir)
+    fs.makedirs(out)
     # The manifest goes first, so that an interrupted rerun never looks complete.
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    (out / DEAD_LETTER_NAME).unlink(missing_ok=True)
-    for old in out.glob(f"{REGION_PREFIX}-*.tar"):
-        old.unlink()
-    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
-    (out / WORK_DIR).mkdir()
+    for old in [fs.join(out, MANIFEST_NAME), fs.join(out, DEAD_LETTER_NAME), fs.join(out, SUMMARY_NAME),
+                *fs.glob(fs.join(out, f"{REGION_PREFIX}-*.tar"))]:
+        fs.remove(old)
 
     log.info("regions: %d records from %s (%s) → %d shards in %s", scan.records_in, scan.path, scan.kind, num_shards, out)
 
@@ -188,26 +192,24 @@ def run_regions(
     return _publish(out, scan, num_shards, fp, params)
 
 
-def _publish(out: Path, scan: SourceScan, num_shards: int, fp: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Merge the shard summaries, reconcile the counts, write the dead letter, then the manifest."""
-    summaries = []
-    for k in range(num_shards):
-        f = out / WORK_DIR / f"shard-{k:06d}.json"
-        if not f.exists():
-            raise RuntimeError(f"{out}: shard {k} reported no summary; the pipeline did not write it")
-        summaries.append(json.loads(f.read_text()))
-    dead = [(tuple(order), d) for s in summaries for order, d in s["dead_letter"]]
-    dead_json = [d for _, d in sorted(dead, key=lambda x: (x[0], x[1]["record_id"], x[1]["reason"]))]
-    counts = {"in": scan.records_in, "out": sum(s["samples"] for s in summaries), "rejected": len(dead_json)}
+def _publish(out: str, scan: SourceScan, num_shards: int, fp: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Read the pipeline's merged summary back from ``out`` (any filesystem), reconcile the counts, write the manifest."""
+    summary_path = fs.join(out, SUMMARY_NAME)
+    if not fs.exists(summary_path):
+        raise RuntimeError(f"{out}: the pipeline wrote no {SUMMARY_NAME}; it did not finish")
+    merged = json.loads(fs.read_text(summary_path))
+    summaries = merged["shards"]
+    missing = sorted(set(range(num_shards)) - {s["shard"] for s in summaries})
+    if missing:
+        raise RuntimeError(f"{out}: shard(s) {missing} reported no summary; the pipeline did not write them")
+    counts = {"in": scan.records_in, "out": sum(s["samples"] for s in summaries), "rejected": merged["rejected"]}
     if not reconciles(counts):
         raise RuntimeError(f"{out}: counts do not reconcile: in={counts['in']} but out={counts['out']} + rejected={counts['rejected']}")
     dims = sorted({d for s in summaries for d in s["feature_dims"]})
     if len(dims) > 1:
         raise RuntimeError(f"{scan.path}: records have mixed feature dimensions {dims}; pass feature_dim to keep one and dead-letter the rest")
     with_cls = sum(s["with_cls_prob"] for s in summaries)
-
-    atomic.write_text(out / DEAD_LETTER_NAME, "".join(json.dumps(d, sort_keys=True) + "\n" for d in dead_json))
-    shutil.rmtree(out / WORK_DIR)
+    fs.remove(summary_path)  # merged into the manifest below
 
     manifest = {
         "stage": STAGE,
@@ -215,7 +217,7 @@ def _publish(out: Path, scan: SourceScan, num_shards: int, fp: str, params: dict
         "params": params,
         "counts": counts,
         "blank_lines": scan.blank_lines,
-        "rejected_by_reason": dict(sorted(Counter(reason_kind(d["reason"]) for d in dead_json).items())),
+        "rejected_by_reason": merged["rejected_by_reason"],
         "num_shards": num_shards,
         "shards": [{"name": s["name"], "samples": s["samples"], "bytes": s["bytes"]} for s in summaries],
         "feature_dim": dims[0] if dims else None,
@@ -224,9 +226,9 @@ def _publish(out: Path, scan: SourceScan, num_shards: int, fp: str, params: dict
         "source": {"kind": scan.kind, "path": scan.path, "digest": scan.digest, "box_convention": "inclusive" if params["inclusive_boxes"] else "exclusive"},
         "dead_letter": DEAD_LETTER_NAME,
     }
-    write_manifest(out, manifest)
+    written = write_manifest(out, manifest)
     log.info("regions: in=%d out=%d rejected=%d", counts["in"], counts["out"], counts["rejected"])
-    return json.loads((out / MANIFEST_NAME).read_text())
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,7 +247,7 @@ def _cli_main(argv: list[str]) -> None:
     ap.add_argument("--allow-pickle", action="store_true", help=f"read pickled .npy files: {PICKLE_RISK}")
     ap.add_argument("--exclusive-boxes", action="store_true", help="source boxes already have an exclusive end (default: inclusive, as BUTD writes)")
     ap.add_argument("--feature-dim", type=int, default=None, help="dead-letter records of any other feature dimension")
-    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--out", required=True, help="output directory, or a gs:// s3:// hdfs:// URL")
     ap.add_argument("--num-shards", type=int, required=True)
     ap.add_argument("--max-reject", type=float, default=DEFAULT_MAX_REJECT,
                     help="fail (exit 1) when more than this share of the records is rejected (default %(default)s)")

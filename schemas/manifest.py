@@ -12,7 +12,7 @@ import os
 import platform
 import time
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from schemas.records import SCHEMA_VERSION
@@ -32,11 +32,11 @@ def fingerprint(*parts: Any) -> str:
 
 
 def files_digest(paths: Iterable[str | os.PathLike]) -> str:
-    """Content hash of files (e.g. a model's weights), independent of where they live."""
+    """Content hash of files (e.g. a model's weights), independent of where they live (local paths or URLs)."""
     h = hashlib.sha256()
-    for p in sorted(Path(p) for p in paths):
-        h.update(p.name.encode("utf-8") + b"\0")
-        with open(p, "rb") as f:
+    for p in sorted(paths, key=lambda p: PurePosixPath(str(p)) if fs.is_remote(p) else Path(p)):
+        h.update(fs.basename(p).encode("utf-8") + b"\0")
+        with fs.open_read(p) as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]

@@ -5,7 +5,8 @@ sorted inside a shard; the shard of an image is a stable hash of its ``image_id`
 therefore has exactly the keys of region shard ``k``, in the same order, and the trainer zips them.
 
 Only ``npy`` (loaded with ``allow_pickle=False``), ``json`` and ``txt`` members exist. Never pickle.
-Tars are written byte-reproducibly (fixed mtime/owner/mode) and atomically (temp file + rename).
+Tars are written byte-reproducibly (fixed mtime/owner/mode) and atomically (temp file + rename), and
+read as a stream; both on local paths and on any Beam filesystem URL (``gs://``, ``s3://``; :mod:`ssga_io.fs`).
 """
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ import json
 import os
 import re
 import tarfile
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from schemas.records import SCHEMA_VERSION, ImageLabels, RegionRecord, objects_to_cls
-from ssga_io import atomic
+from ssga_io import fs
 
 REGION_PREFIX = "regions"
 LABEL_PREFIX = "labels"
@@ -235,11 +235,10 @@ def write_shard(path: str | os.PathLike, samples: dict[str, dict[str, bytes]]) -
     """Write ``{key: {ext: bytes}}`` as one tar, keys sorted, byte-reproducibly and atomically.
 
     The file appears under its final name only once complete (a temp name starting with ``.`` is
-    renamed), so a reader never sees a partial shard. Returns the number of samples.
+    renamed), so a reader never sees a partial shard; ``path`` may be a Beam filesystem URL, streamed to
+    the store (stream mode ``w|``: no seek needed, the same bytes as ``w``). Returns the number of samples.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with fs.open_write(path, fsync=True) as f, tarfile.open(fileobj=f, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
         for key in sorted(samples):
             if "." in key or "/" in key:
                 raise ShardError(f"{path}: key {key!r} contains '.' or '/'")
@@ -254,13 +253,11 @@ def write_shard(path: str | os.PathLike, samples: dict[str, dict[str, bytes]]) -
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 tar.addfile(info, io.BytesIO(data))
-        f.flush()
-        os.fsync(f.fileno())
     return len(samples)
 
 
 def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream ``(key, {ext: bytes})`` from a tar, one sample in memory at a time.
+    """Stream ``(key, {ext: bytes})`` from a tar (local path or Beam filesystem URL), one sample in memory at a time.
 
     Raises :class:`ShardError` naming the file and member on truncation, non-adjacent members,
     or a forbidden extension (anything that could unpickle).
@@ -270,7 +267,7 @@ def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]
     members: dict[str, bytes] = {}
     seen: set[str] = set()
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        with fs.open_read(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
             for info in tar:
                 if not info.isfile():
                     continue

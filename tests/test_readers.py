@@ -169,7 +169,7 @@ def test_npz_npy_and_mmf_split_round_trip(tmp_path):
     writers.write_region_npy(npy_dir / "000017.npy", rec)
     assert_same(read_region_file(npy_dir / "000017.npy", allow_pickle=True), rec)
     writers.write_mmf_split(mmf_dir, rec)
-    assert list_region_files(mmf_dir, "npy") == [mmf_dir / "000017.npy"]
+    assert list_region_files(mmf_dir, "npy") == [str(mmf_dir / "000017.npy")]
     assert_same(read_region_file(mmf_dir / "000017.npy", allow_pickle=True), rec)
     # A dict without cls_prob reads with cls_prob None.
     no_cls = make_record("a", c=0)
@@ -233,9 +233,9 @@ def test_broken_region_files_are_rejected(tmp_path):
 def test_list_region_files(tmp_path):
     for name in ("b.npz", "a.npz", "c.npy", "c_info.npy", "lonely_info.npy"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in list_region_files(tmp_path, "npz")] == ["a.npz", "b.npz"]
+    assert [Path(p).name for p in list_region_files(tmp_path, "npz")] == ["a.npz", "b.npz"]
     # an _info file without its features file is listed (and will be rejected on read, not dropped silently)
-    assert [p.name for p in list_region_files(tmp_path, "npy")] == ["c.npy", "lonely_info.npy"]
+    assert [Path(p).name for p in list_region_files(tmp_path, "npy")] == ["c.npy", "lonely_info.npy"]
     with pytest.raises(ValueError):
         list_region_files(tmp_path, "tsv")
 

@@ -203,7 +203,7 @@ def test_rerun_replaces_stale_shards_and_small_byte_ranges_read_every_line(corpu
     assert len(R.scan_tsv(corpus / "regions.tsv", 3000)[3]) > 3
     assert m["counts"]["out"] == N_IMAGES
     assert len(read_back(tmp_path / "out", 2)) == N_IMAGES  # regions-000002..4 of the first run are gone
-    assert not (tmp_path / "out" / R.WORK_DIR).exists()
+    assert not (tmp_path / "out" / R.SUMMARY_NAME).exists()
 
 
 def test_several_tsv_files_are_one_source_and_duplicates_across_files_are_caught(corpus, source_records, tmp_path):

@@ -19,8 +19,8 @@ from typing import Any
 @dataclass
 class TrainConfig:
     # ---- data
-    regions: str = "data/regions"  # directory of regions-%06d.tar
-    labels: str = "data/labels"  # directory of labels-%06d.tar (same indices and keys)
+    regions: str = "data/regions"  # directory (or gs://, s3://... URL) of regions-%06d.tar
+    labels: str = "data/labels"  # directory or URL of labels-%06d.tar (same indices and keys)
     out: str = "runs/pretrain"  # run directory: checkpoints, TensorBoard, losses.jsonl
     tokenizer: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2 vocab) or a local BERT dir
     max_text_len: int = 36  # WordPiece tokens incl. [CLS]/[SEP]
@@ -177,5 +177,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"{name} must lie in [0, 1], got {getattr(cfg, name)}")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.steps < 0:
         raise ValueError("batch_size and grad_accum must be >= 1 and steps >= 0")
+    if "://" in str(cfg.out):  # --regions/--labels stream from URLs; checkpoints are written with torch/atomic renames
+        raise ValueError(f"--out {cfg.out}: the run directory (checkpoints, TensorBoard, losses) must be a local or mounted "
+                         "directory; --regions and --labels may be URLs (gs://, s3://, ...)")
     return cfg
 

@@ -17,6 +17,9 @@ Layout under ``DATA`` (each stage directory named by its fingerprint, ``_MANIFES
     DATA/dag.json                     the resolved stage directories of the last run (written atomically)
     DATA/logs/                        what Beam's worker processes printed (the console shows it with --verbose)
 
+``DATA``, ``--corpus`` and every input may be Beam filesystem URLs (``gs://``, ``s3://``, ``hdfs://``) for
+``regions`` and ``labels``; ``pretrain`` and ``demo`` write checkpoints and the gallery, so they need a local ``DATA``.
+
 Input files enter fingerprints by name, size and modification time (so deciding to skip costs
 O(files), not O(bytes), on local disks and ``gs://`` alike); ``--content-hash`` hashes their bytes.
 A stage that outputs nothing, or rejects more than ``--max-reject`` (default 0.5) of its input,
@@ -32,7 +35,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from pathlib import Path
 
 from pipelines import cli  # noqa: I001 - first: quiets Beam's import-time log lines
 from pipelines.dag.demo import run_demo, summary
@@ -40,6 +42,7 @@ from pipelines.dag.pretrain import pretrain_stage
 from pipelines.dag.stages import DagConfig, labels_dag, record, regions_stage
 from pipelines.stage_guard import DEFAULT_MAX_REJECT
 from pipelines.teachers import DEFAULT_TEACHER, REGISTRY
+from ssga_io import fs
 
 log = logging.getLogger("pipelines.dag")
 
@@ -103,14 +106,19 @@ def _cli_main(argv: list[str]) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     command, cfg, args = parse_args(argv)
     log.info("teacher %s%s", cfg.teacher, "".join(f" {k}={v}" for k, v in sorted(cfg.teacher_args.items())))
+    if command == "demo" and fs.is_remote(cfg.data):
+        raise cli.UserError(f"--data {cfg.data}: the demo writes its gallery and checkpoints to a local directory; pass a local --data")
     if command == "demo":
         run_demo(cfg, args.num_images, args.seed)
         return
     if command == "regions":
         report = {"regions": regions_stage(cfg)}
-        record(Path(cfg.data), {"regions": {"dir": report["regions"]["dir"], "fingerprint": report["regions"]["fingerprint"]}})
+        record(cfg.data, {"regions": {"dir": report["regions"]["dir"], "fingerprint": report["regions"]["fingerprint"]}})
         print(summary(report))
         return
+    if command == "pretrain" and fs.is_remote(cfg.data):
+        raise cli.UserError(f"--data {cfg.data}: pretrain writes checkpoints to a local directory; run `dag labels` with this "
+                            "--data, then `python -m trainer.train --regions URL --labels URL --out LOCAL_DIR` (it streams the shards from the URLs)")
     report = labels_dag(cfg)
     if command == "pretrain":
         report["pretrain"] = pretrain_stage(cfg, report)

@@ -48,7 +48,7 @@ def run_demo(cfg: DagConfig, num_images: int, seed: int) -> dict[str, Any]:
     from pipelines.synthetic import generate
 
     t0 = time.perf_counter()
-    corpus = cfg.corpus_dir
+    corpus = Path(cfg.corpus_dir)
     m = read_manifest(corpus) or {}
     if m.get("num_images") == num_images and m.get("seed") == seed:
         log.info("stage sample: skipped (complete manifest: %d images, seed %d)", num_images, seed)

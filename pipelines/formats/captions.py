@@ -77,8 +77,7 @@ def _region_ids(path: str) -> list[str]:
     """The image ids of one region shard (json members only)."""
     from schemas.shards import iter_shard
 
-    with fs.local_copy(path) as local:
-        return [load_json(m["json"], f"{path}:{k}")["image_id"] for k, m in iter_shard(local) if "json" in m]
+    return [load_json(m["json"], f"{path}:{k}")["image_id"] for k, m in iter_shard(path) if "json" in m]  # streamed, local or URL
 
 
 def resolve_image_id(captions: str, shards: list[tuple[int, str]], mode: str, id_map: dict[str, str] | None, enough: int = 200) -> str:

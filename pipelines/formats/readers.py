@@ -22,9 +22,10 @@ the tag-similarity teacher and masked region classification work on LXMERT featu
 from __future__ import annotations
 
 import csv
+import io
 import os
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -39,6 +40,7 @@ from pipelines.formats.region_formats import (
     array_b64,
     raise_csv_field_limit,
 )
+from ssga_io import fs
 from ssga_io.security import PICKLE_RISK
 
 raise_csv_field_limit()
@@ -144,8 +146,9 @@ def parse_butd_bytes(
 
 def iter_lines(path: str | os.PathLike, start: int = 0, end: int | None = None, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
     """``(line number, raw bytes)`` of the lines that *start* in byte range ``[start, end)``.
-    ``start`` must be 0 or just after a newline; ``first_line`` is the number of the line there."""
-    with open(path, "rb") as f:
+    ``start`` must be 0 or just after a newline; ``first_line`` is the number of the line there.
+    ``path`` may be a Beam filesystem URL (``gs://``…): its reader seeks like a local file."""
+    with fs.open_read(path) as f:
         f.seek(start)
         pos, line_no = start, first_line
         while end is None or pos < end:
@@ -189,10 +192,22 @@ def _record_from_dict(d: dict[str, Any], image_id: str, source: str, inclusive: 
     return _finish(RegionRecord(image_id, w, h, boxes, feats, cls), source, inclusive)
 
 
-def _load_pickled_dict(path: Path, allow_pickle: bool) -> Any:
+def _loadable(path: str) -> Any:
+    """What ``np.load`` reads: a local path as is, a remote file's bytes (a per-image file is small)."""
+    return io.BytesIO(fs.read_bytes(path)) if fs.is_remote(path) else path
+
+
+def _split_name(path: str) -> tuple[str, str, str]:
+    """``(directory, stem, suffix)`` of a local path or a URL."""
+    directory, name = (posixpath.split(path) if fs.is_remote(path) else os.path.split(path))
+    stem, suffix = os.path.splitext(name)
+    return directory, stem, suffix
+
+
+def _load_pickled_dict(path: str, allow_pickle: bool) -> Any:
     if not allow_pickle:
         raise PickleNotAllowed(f"{path}: refusing to unpickle: {PICKLE_RISK}")
-    obj = np.load(path, allow_pickle=True, encoding="latin1")  # latin1: py2-era ViLBERT files
+    obj = np.load(_loadable(path), allow_pickle=True, encoding="latin1")  # latin1: py2-era ViLBERT files
     return obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () else obj
 
 
@@ -202,27 +217,30 @@ def read_region_file(path: str | os.PathLike, allow_pickle: bool = False, inclus
     ``.npz``: arrays named like the ViLBERT dict keys, loaded without pickle. ``.npy``: a pickled
     dict (ViLBERT/MMF) or MMF's split form (plain features array + pickled ``<id>_info.npy``); both
     need ``allow_pickle=True`` and raise :class:`PickleNotAllowed` otherwise, before any byte is read.
+    ``path`` may be a Beam filesystem URL.
     """
-    path = Path(path)
-    image_id, source = path.stem, str(path)
-    if path.suffix == ".npy" and not allow_pickle:
+    path = str(path)
+    directory, image_id, suffix = _split_name(path)
+    source = path
+    if suffix == ".npy" and not allow_pickle:
         raise PickleNotAllowed(f"{path}: refusing to unpickle: {PICKLE_RISK}")
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
+        if suffix == ".npz":
+            with np.load(_loadable(path), allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
-        elif path.suffix == ".npy":
+        elif suffix == ".npy":
             obj = _load_pickled_dict(path, allow_pickle)
             if isinstance(obj, dict):
                 d = obj
             else:  # MMF split form: this file is the features array
-                info = path.with_name(f"{path.stem}{MMF_INFO_SUFFIX}.npy")
-                if not info.exists():
-                    return Rejected(image_id, source, f"not a region dict and no MMF info file {info.name} beside it")
+                info_name = f"{image_id}{MMF_INFO_SUFFIX}.npy"
+                info = fs.join(directory, info_name)
+                if not fs.exists(info):
+                    return Rejected(image_id, source, f"not a region dict and no MMF info file {info_name} beside it")
                 d = dict(_load_pickled_dict(info, allow_pickle))
                 d["features"] = obj
         else:
-            return Rejected(image_id, source, f"unknown region file type {path.suffix!r} (expected .npz or .npy)")
+            return Rejected(image_id, source, f"unknown region file type {suffix!r} (expected .npz or .npy)")
     except PickleNotAllowed:
         raise
     except Exception as e:  # truncated zip/npy, and an unpickler can raise anything: reject, don't crash
@@ -232,12 +250,14 @@ def read_region_file(path: str | os.PathLike, allow_pickle: bool = False, inclus
     return _record_from_dict(d, image_id, source, inclusive)
 
 
-def list_region_files(directory: str | os.PathLike, kind: str) -> list[Path]:
-    """Per-image files of a directory in sorted order: ``kind`` is ``"npz"`` or ``"npy"`` (MMF
-    ``*_info.npy`` companions are not images of their own)."""
+def list_region_files(directory: str | os.PathLike, kind: str) -> list[str]:
+    """Per-image files of a directory (or a URL prefix) in sorted order: ``kind`` is ``"npz"`` or ``"npy"``
+    (MMF ``*_info.npy`` companions are not images of their own). One listing, no per-file stat."""
     if kind not in ("npz", "npy"):
         raise ValueError(f"kind must be 'npz' or 'npy', got {kind!r}")
-    files = sorted(Path(directory).glob(f"*.{kind}"))
+    files = fs.glob(fs.join(str(directory), f"*.{kind}"))
     if kind == "npy":
-        files = [p for p in files if not (p.stem.endswith(MMF_INFO_SUFFIX) and p.with_name(p.stem[: -len(MMF_INFO_SUFFIX)] + ".npy").exists())]
+        names = {fs.basename(p) for p in files}
+        files = [p for p in files
+                 if not ((stem := _split_name(p)[1]).endswith(MMF_INFO_SUFFIX) and stem[: -len(MMF_INFO_SUFFIX)] + ".npy" in names)]
     return files

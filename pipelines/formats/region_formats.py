@@ -22,9 +22,10 @@ import binascii
 import csv
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
+
+from ssga_io import fs
 
 BUTD_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
 LXMERT_FIELDS = (
@@ -49,7 +50,7 @@ LXMERT_NUM_CLASSES = 1601
 
 def count_classes(objects_vocab: str | os.PathLike) -> int:
     """Width of a class distribution over ``objects_vocab.txt``: one class per line + the background."""
-    lines = Path(objects_vocab).read_text(encoding="utf-8").splitlines()
+    lines = fs.read_text(objects_vocab).splitlines()  # a local path or a Beam filesystem URL
     empty = [i for i, line in enumerate(lines, start=1) if not line.split(",")[0].strip()]
     if not lines or empty:
         raise ValueError(f"{objects_vocab}: {'empty vocabulary' if not lines else f'line {empty[0]} holds no class name'}")

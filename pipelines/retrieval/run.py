@@ -110,15 +110,15 @@ def run_retrieval(cfg: RetrievalConfig, pipeline_args: list[str] | None = None, 
     """Run the stage (or skip it when ``cfg.out`` is complete for these inputs); returns the manifest."""
     cfg.check()
     params, fp = plan_retrieval(cfg)
-    existing = read_manifest(cfg.out) if fs.exists(cfg.out) else None
+    existing = read_manifest(cfg.out)
     if existing and existing.get("fingerprint") == fp and not force:
         log.info("retrieval: %s is complete for these inputs (fingerprint %s); skipped", cfg.out, fp)
         return existing
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST_NAME).unlink(missing_ok=True)  # first: an interrupted rerun never looks complete
-    for old in [*out.glob(f"{RETRIEVAL_PREFIX}-*.tar"), out / DEAD_LETTER_NAME, out / COUNTS_NAME]:
-        old.unlink(missing_ok=True)
+    out = str(cfg.out)
+    fs.makedirs(out)
+    fs.remove(fs.join(out, MANIFEST_NAME))  # first: an interrupted rerun never looks complete
+    for old in [*fs.glob(fs.join(out, f"{RETRIEVAL_PREFIX}-*.tar")), fs.join(out, DEAD_LETTER_NAME), fs.join(out, COUNTS_NAME)]:
+        fs.remove(old)
     shards = region_shards(cfg.regions)
     num_shards = max(i for i, _ in shards) + 1
     model_dir = cfg.model_dir or default_model_dir()
@@ -128,8 +128,9 @@ def run_retrieval(cfg: RetrievalConfig, pipeline_args: list[str] | None = None, 
     return _publish(cfg, out, fp, params, num_shards)
 
 
-def _publish(cfg: RetrievalConfig, out: Path, fp: str, params: dict[str, Any], num_shards: int) -> dict[str, Any]:
-    c = json.loads((out / COUNTS_NAME).read_text())
+def _publish(cfg: RetrievalConfig, out: str, fp: str, params: dict[str, Any], num_shards: int) -> dict[str, Any]:
+    """Read what the pipeline wrote at ``out`` back through :mod:`ssga_io.fs` (any filesystem), check it, publish the manifest."""
+    c = json.loads(fs.read_text(fs.join(out, COUNTS_NAME)))
     images = {"in": c["images_in"], "out": c["images_out"], "rejected": c["images_rejected"]}
     sentences = {"in": c["sentences_in"], "out": c["sentences_out"], "rejected": c["sentences_rejected"]}
     # Independent checks: the driver's own pass over the sentences file and the region manifest.
@@ -141,19 +142,20 @@ def _publish(cfg: RetrievalConfig, out: Path, fp: str, params: dict[str, Any], n
         raise RuntimeError(f"{cfg.regions}: its manifest has {region_manifest['counts']['out']} images but the pipeline read {images['in']}")
     shard_samples = []
     for k in range(num_shards):
-        path = out / shard_name(RETRIEVAL_PREFIX, k)
-        if not path.exists():
+        name = shard_name(RETRIEVAL_PREFIX, k)
+        path = fs.join(out, name)
+        if not fs.exists(path):
             raise RuntimeError(f"{out}: shard {k} was not written")
-        shard_samples.append({"name": path.name, "samples": sum(1 for _ in iter_shard(path)), "bytes": path.stat().st_size})
+        shard_samples.append({"name": name, "samples": sum(1 for _ in iter_shard(path)), "bytes": fs.size(path)})
     for name, counts in (("images", images), ("sentences", sentences)):
         if not reconciles(counts):
             raise RuntimeError(f"{out}: {name} counts do not reconcile: in={counts['in']} but out={counts['out']} + rejected={counts['rejected']}")
     if sum(s["samples"] for s in shard_samples) != images["out"]:
         raise RuntimeError(f"{out}: shards hold {sum(s['samples'] for s in shard_samples)} samples, the pipeline retrieved for {images['out']}")
-    dead = [json.loads(line) for line in (out / DEAD_LETTER_NAME).read_text().splitlines() if line.strip()]
+    dead = [json.loads(line) for line in fs.read_text(fs.join(out, DEAD_LETTER_NAME)).splitlines() if line.strip()]
     if len(dead) != images["rejected"] + sentences["rejected"]:
         raise RuntimeError(f"{out}: {len(dead)} dead letters for {images['rejected']} + {sentences['rejected']} rejected records")
-    (out / COUNTS_NAME).unlink()
+    fs.remove(fs.join(out, COUNTS_NAME))
     manifest = {
         "stage": STAGE,
         "fingerprint": fp,
@@ -166,10 +168,10 @@ def _publish(cfg: RetrievalConfig, out: Path, fp: str, params: dict[str, Any], n
         "pairs_with": "regions",  # retrieval-k.tar holds keys of regions-k.tar
         "dead_letter": DEAD_LETTER_NAME,
     }
-    write_manifest(out, manifest)
+    written = write_manifest(out, manifest)
     log.info("retrieval: images in=%d out=%d rejected=%d; sentences in=%d indexed=%d rejected=%d",
              images["in"], images["out"], images["rejected"], sentences["in"], sentences["out"], sentences["rejected"])
-    return json.loads((out / MANIFEST_NAME).read_text())
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:

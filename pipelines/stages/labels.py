@@ -5,9 +5,6 @@ when no caption survived), so the trainer zips the two shards key by key.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import apache_beam as beam
 import numpy as np
 
@@ -117,12 +114,5 @@ class WriteLabelShards(beam.PTransform):
 
 
 def publish_shard(path: str, samples: dict) -> int:
-    """``write_shard`` at a local or remote path (remote: written locally, then uploaded in one piece)."""
-    if not fs.is_remote(path):
-        return write_shard(path, samples)
-    with tempfile.TemporaryDirectory(prefix="ssga-") as d:
-        local = os.path.join(d, os.path.basename(path))
-        n = write_shard(local, samples)
-        with open(local, "rb") as f:
-            fs.write_bytes(path, f.read())
-    return n
+    """``write_shard`` at a local path or a Beam filesystem URL (streamed to a temp object, renamed into place)."""
+    return write_shard(path, samples)

@@ -5,8 +5,8 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -14,17 +14,20 @@ from tqdm import tqdm
 
 
 from pipelines.cli import progress_enabled
-from schemas.manifest import dead_letter
+from pipelines.stage_guard import reason_kind
+from schemas.manifest import DEAD_LETTER_NAME, dead_letter
 from schemas.records import RegionRecord
 from schemas.shards import REGION_PREFIX, encode_region, sample_key, shard_index, shard_name, write_shard
 from pipelines.formats.readers import Rejected, is_blank, iter_lines, parse_butd_bytes, read_region_file
 from pipelines.formats.region_formats import LXMERT_NUM_CLASSES
-from ssga_io import atomic
+from ssga_io import fs
 
 
 log = logging.getLogger("pipelines.regions")
 STAGE = "regions"
-WORK_DIR = "_work"  # per-shard summaries, merged by the driver and removed
+# The pipeline's last step writes the merged shard summaries here (beside the shards, through Beam's
+# FileSystems); the driver reads it back from the same URL, writes the manifest, and removes it.
+SUMMARY_NAME = "_SHARD_SUMMARY.json"
 DEAD = "dead_letter"
 CHUNK_BYTES = 16 << 20  # TSV byte range read by one worker task
 
@@ -132,37 +135,55 @@ def drop_duplicate_ids(element: tuple[int, Iterable[Any]]) -> tuple[int, list[Sa
 
 
 class WriteShard(beam.DoFn):
-    """(shard, samples, dead letters) → ``regions-<shard>.tar`` plus a summary file for the driver.
+    """(shard, samples, dead letters) → ``regions-<shard>.tar`` (through Beam's FileSystems), and the
+    shard's summary as the output element (counts and dead letters travel on in the pipeline).
 
-    Both files are written atomically and fully determined by their inputs, so a retried bundle
+    The shard is written atomically and fully determined by its inputs, so a retried bundle
     rewrites the same bytes.
     """
 
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
 
-    def process(self, element: tuple[int, list[Sample], list[DeadLetter]]) -> Iterator[int]:
+    def process(self, element: tuple[int, list[Sample], list[DeadLetter]]) -> Iterator[dict[str, Any]]:
         shard, samples, dead = element
-        out = Path(self.out_dir)
         keys: dict[str, Sample] = {}
         for s in samples:
             key = sample_key(s.image_id)
             if key in keys:  # two distinct ids with one tar key would be a sample_key bug: stop
                 raise ValueError(f"image ids {keys[key].image_id!r} and {s.image_id!r} share tar key {key!r}")
             keys[key] = s
-        path = out / shard_name(REGION_PREFIX, shard)
+        name = shard_name(REGION_PREFIX, shard)
+        path = fs.join(self.out_dir, name)
         write_shard(path, {k: s.members for k, s in keys.items()})
-        summary = {
+        yield {
             "shard": shard,
-            "name": path.name,
+            "name": name,
             "samples": len(samples),
-            "bytes": path.stat().st_size,
+            "bytes": fs.size(path),
             "feature_dims": sorted({s.feature_dim for s in samples}),
             "with_cls_prob": sum(s.has_cls for s in samples),
             "dead_letter": [[list(d.order), d.as_json()] for d in sorted(dead, key=lambda d: (d.order, d.rejected.reason))],
         }
-        atomic.write_text(out / WORK_DIR / f"shard-{shard:06d}.json", json.dumps(summary, sort_keys=True))
-        yield shard
+
+
+def publish_summary(summaries: list[dict[str, Any]], out_dir: str) -> int:
+    """All shards' summaries → ``_DEAD_LETTER.jsonl`` (sorted by source position) and ``_SHARD_SUMMARY.json``
+    (per-shard counts, dimensions, rejections by reason) at ``out_dir``; returns the number of shards.
+
+    Runs once, on a worker, at the end of the pipeline: the driver never reads a worker's local disk.
+    """
+    summaries = sorted(summaries, key=lambda s: s["shard"])
+    dead = [(tuple(order), d) for s in summaries for order, d in s["dead_letter"]]
+    dead_json = [d for _, d in sorted(dead, key=lambda x: (x[0], x[1]["record_id"], x[1]["reason"]))]
+    fs.write_bytes(fs.join(out_dir, DEAD_LETTER_NAME), "".join(json.dumps(d, sort_keys=True) + "\n" for d in dead_json).encode("utf-8"))
+    merged = {
+        "shards": [{k: v for k, v in s.items() if k != "dead_letter"} for s in summaries],
+        "rejected": len(dead_json),
+        "rejected_by_reason": dict(sorted(Counter(reason_kind(d["reason"]) for d in dead_json).items())),
+    }
+    fs.write_bytes(fs.join(out_dir, SUMMARY_NAME), (json.dumps(merged, sort_keys=True) + "\n").encode("utf-8"))
+    return len(summaries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +224,8 @@ class ReadRegionFiles(beam.PTransform):
 
 
 class WriteRegionShards(beam.PTransform):
-    """(samples, dead letters) → one shard per index in ``[0, num_shards)``, empty ones included."""
+    """(samples, dead letters) → one shard per index in ``[0, num_shards)``, empty ones included, then
+    the dead letter and the merged summary (:func:`publish_summary`)."""
 
     def __init__(self, out_dir: str, num_shards: int):
         super().__init__()
@@ -222,6 +244,8 @@ class WriteRegionShards(beam.PTransform):
             | "GroupByShard" >> beam.GroupByKey()
             | "DropDuplicateIds" >> beam.Map(drop_duplicate_ids)
             | "WriteShard" >> beam.ParDo(WriteShard(self.out_dir))
+            | "AllSummaries" >> beam.combiners.ToList()
+            | "WriteSummary" >> beam.Map(publish_summary, self.out_dir)
         )
 
 
@@ -243,13 +267,13 @@ class SourceScan:
 
 
 def scan_tsv(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, file_index: int = 0) -> tuple[str, int, int, list[TsvChunk]]:
-    """One pass over a TSV: content digest, records (non-blank lines), blank lines, byte ranges."""
+    """One pass over a TSV (local path or URL): content digest, records (non-blank lines), blank lines, byte ranges."""
     h = hashlib.sha256()
     records = blanks = 0
     chunks: list[TsvChunk] = []
     start, start_line, pos = 0, 1, 0
-    size = os.path.getsize(path)
-    progress = tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {Path(path).name}", disable=size < (256 << 20) or not progress_enabled())
+    size = fs.size(path)
+    progress = tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {fs.basename(path)}", disable=size < (256 << 20) or not progress_enabled())
     for line_no, raw in iter_lines(path):
         progress.update(len(raw))
         h.update(raw)

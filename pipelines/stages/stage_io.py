@@ -43,8 +43,7 @@ def region_shards(directory: str | os.PathLike) -> list[tuple[int, str]]:
 
 def read_region_shard(item: tuple[int, str]):
     index, path = item
-    with fs.local_copy(path) as local:  # a remote shard is fetched whole, then streamed
-        yield from _region_infos(index, iter_regions(local))
+    yield from _region_infos(index, iter_regions(path))  # streamed from the path or URL, one sample at a time
 
 
 def _region_infos(index: int, records):

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from pipelines.formats.flickr30k import Flickr30kGroundTruth
 from pipelines.teachers.base import Param, Teacher, TeacherInput
-from schemas.manifest import files_digest, fingerprint
+from schemas.manifest import files_digest
 from schemas.records import TeacherBox
 
 
@@ -35,12 +35,8 @@ class GroundTruthTeacher(Teacher):
         # The ground truth is this teacher's "weights": label edits must change the fingerprint.
         from ssga_io import fs
 
-        if not fs.is_remote(self.root):
-            from pathlib import Path
-
-            return files_digest(sorted(Path(self.root).glob("Sentences/*.txt")) + sorted(Path(self.root).glob("Annotations/*.xml")))
         files = fs.glob(fs.join(self.root, "Sentences", "*.txt")) + fs.glob(fs.join(self.root, "Annotations", "*.xml"))
-        return fingerprint([fs.content_digest(f) for f in files])
+        return files_digest(files)  # local paths and URLs alike
 
     def gt_boxes(self, x: TeacherInput):
         sentences, boxes = self._image(x.image_id)

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipelines.teachers.base import Param, Teacher, TeacherInput
 from schemas.manifest import files_digest
+from ssga_io import fs
 from schemas.records import TeacherBox
 
 _DETERMINERS = frozenset("a an the this that these those some any another its his her their my your our one two three".split())
@@ -32,7 +33,7 @@ def default_model_dir() -> str:
 def read_objects_vocab(path: str | Path) -> list[str]:
     """BUTD ``objects_vocab.txt``: line i is class i+1; a line may list synonyms, the first is the name."""
     names = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(fs.read_text(path).splitlines(), start=1):
         name = line.split(",")[0].strip()
         if not name:
             raise ValueError(f"{path}:{lineno}: empty class name")
@@ -98,7 +99,7 @@ class TagSimilarityTeacher(Teacher):
 
     def weights_digest(self) -> str:
         files = [Path(self.model_dir) / f for f in ("model.safetensors", "config.json", "vocab.txt", "tokenizer.json")]
-        return files_digest([f for f in files if f.exists()] + [Path(self.objects_vocab)])
+        return files_digest([f for f in files if f.exists()] + [str(self.objects_vocab)])  # the vocabulary may be a URL
 
     def load(self) -> "TagSimilarityTeacher":
         import torch

@@ -1,4 +1,7 @@
-"""Reading the shards: region shard k zipped with label shard k, decoded pickle-free and validated, one example per (image, caption)."""
+"""Reading the shards: region shard k zipped with label shard k, decoded pickle-free and validated, one example per (image, caption).
+
+Shards are local paths or Beam filesystem URLs (``gs://``…): :func:`schemas.shards.iter_shard` streams
+either, one sample in memory at a time, through :mod:`ssga_io.fs` (Beam is imported only for a URL)."""
 from __future__ import annotations
 
 import itertools
@@ -11,6 +14,7 @@ import numpy as np
 from schemas.records import labels_problem, region_problem
 from schemas.shards import ShardError, decode_labels, decode_region, iter_shard
 
+from ssga_io import fs
 from trainer.data.shard_set import label_shard_for
 
 log = logging.getLogger("trainer.data.chain")
@@ -58,7 +62,7 @@ def zip_label_shards(src: Iterable[dict], labels_dir: str, skips: SkipCounter) -
     for item in src:
         rpath = item["url"]
         lpath = label_shard_for(rpath, labels_dir)
-        if not lpath.exists():
+        if not fs.exists(lpath):
             skips.bad("missing_label_shard", str(lpath), f"no label shard for region shard {rpath}")
             continue
         try:

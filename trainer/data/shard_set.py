@@ -10,11 +10,13 @@ import numpy as np
 from schemas.manifest import read_manifest
 from schemas.shards import LABEL_PREFIX, REGION_PREFIX, decode_region, iter_shard
 from schemas.discovery import list_shards, shard_dir
+from ssga_io import fs
 
 
 
 def region_shards(regions_dir: str | Path) -> list[str]:
-    """The region shards a user named (:func:`schemas.discovery.shard_dir`), in index order."""
+    """The region shards a user named (:func:`schemas.discovery.shard_dir`), in index order: local paths,
+    or URLs of any Beam filesystem (``gs://``, ``s3://``…) when the user named one; shards stream from there."""
     return list_shards(shard_dir(regions_dir, REGION_PREFIX), REGION_PREFIX)
 
 
@@ -50,7 +52,7 @@ def stale_labels_problem(regions_dir: str | Path, labels_dir: str | Path) -> str
     claimed = lm.get("regions_fingerprint")
     if claimed is None and lm.get("regions"):
         try:
-            source = read_manifest(lm["regions"]) if Path(lm["regions"]).resolve() != Path(rdir).resolve() else None
+            source = read_manifest(lm["regions"]) if not _same_dir(lm["regions"], rdir) else None
         except (OSError, ValueError):  # another machine's path, or a remote URL: not readable here
             source = None
         claimed = source.get("fingerprint") if source else None
@@ -69,10 +71,16 @@ def stale_labels_problem(regions_dir: str | Path, labels_dir: str | Path) -> str
             "Re-run `make labels` (or pipelines.label_pipeline on these regions) to rebuild them.")
 
 
-def label_shard_for(region_shard: str | Path, labels_dir: str | Path) -> Path:
-    """``.../regions-000003.tar`` pairs with ``labels_dir/labels-000003.tar`` (same index)."""
-    name = Path(region_shard).name.replace(f"{REGION_PREFIX}-", f"{LABEL_PREFIX}-", 1)
-    return Path(labels_dir) / name
+def _same_dir(a: str, b: str) -> bool:
+    if fs.is_remote(a) or fs.is_remote(b):
+        return str(a).rstrip("/") == str(b).rstrip("/")
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def label_shard_for(region_shard: str | Path, labels_dir: str | Path) -> str:
+    """``.../regions-000003.tar`` pairs with ``labels_dir/labels-000003.tar`` (same index; paths or URLs)."""
+    name = fs.basename(region_shard).replace(f"{REGION_PREFIX}-", f"{LABEL_PREFIX}-", 1)
+    return fs.join(str(labels_dir), name)
 
 
 def epoch_shards(shards: list[str], seed: int, epoch: int) -> list[str]:
