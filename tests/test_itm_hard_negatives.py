@@ -19,9 +19,9 @@ from trainer.data import chain
 from trainer.data.chain import make_loader
 from trainer.data.examples import itm_kind, itm_negatives, tokenize
 from trainer.data.hard_negatives import COLOURS, RELATIONS, SIZES, BufferVocab, hard_negative, replace, words
-from trainer.data.masking import IGNORE
+from trainer.data.masking import IGNORE, mask_regions as pick_masked_regions, mask_tokens
 from trainer.data.read import SkipCounter, decode_pairs, to_examples, zip_label_shards
-from trainer.data.shard_set import region_shards
+from trainer.data.shard_set import example_rng, region_shards
 from trainer.data.text import load_tokenizer
 from trainer_fixtures import one_thread, tiny_config, write_corpus  # noqa: F401
 
@@ -140,6 +140,32 @@ def _old_itm_negatives(src, buffer_size, neg_prob, seed, epoch, rank=0, worker=0
         yield emit(out)
 
 
+def _old_mask_text(src, prob, mask_id, vocab_size, special_ids, seed, epoch, *_):
+    """trainer.data.examples.mask_text before ``itm_mask_negatives`` (commit b909907), verbatim."""
+    for ex in src:
+        if ex["itm"] == 0.0:
+            ids, labels = ex["input_ids"], np.full_like(ex["input_ids"], IGNORE)
+        else:
+            rng = example_rng(seed, epoch, ex["uid"], "mlm")
+            ids, labels = mask_tokens(ex["input_ids"], rng, prob, mask_id, vocab_size, special_ids)
+        yield {**ex, "input_ids": ids, "mlm_labels": labels}
+
+
+def _old_mask_regions(src, prob, seed, epoch, *_):
+    """trainer.data.examples.mask_regions before ``itm_mask_negatives`` (commit b909907), verbatim."""
+    for ex in src:
+        n = ex["feat"].shape[0]
+        if ex["itm"] == 0.0 or ex["cls"] is None:
+            masked = np.zeros(n, dtype=bool)
+        else:
+            masked = pick_masked_regions(n, example_rng(seed, epoch, ex["uid"], "mrc"), prob)
+        feat = ex["feat"]
+        if masked.any():
+            feat = feat.copy()
+            feat[masked] = 0.0
+        yield {**ex, "feat": feat, "region_masked": masked}
+
+
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer("minilm")
@@ -209,11 +235,13 @@ def test_share_must_lie_in_unit_interval_and_cli_says_so_in_one_line(tmp_path):
     assert len(lines) == 1 and "itm_hard_neg_share must lie in [0, 1], got -0.2" in lines[0]
 
 
-def test_chain_at_share_zero_matches_the_old_negatives_and_hard_ones_carry_no_targets(tmp_path, tok, monkeypatch):
+def test_chain_at_defaults_matches_the_old_negatives_and_hard_ones_carry_no_targets(tmp_path, tok, monkeypatch):
     regions, labels = write_corpus(tmp_path / "data", num_images=20, num_shards=2)
     cfg = tiny_config(regions, labels, tmp_path / "out")
     now = list(make_loader(cfg, tok, 0))
     monkeypatch.setattr(chain, "itm_negatives", lambda src, b, p, s, e, r, w, *rest: _old_itm_negatives(src, b, p, s, e, r, w))
+    monkeypatch.setattr(chain, "mask_text", _old_mask_text)
+    monkeypatch.setattr(chain, "mask_regions", _old_mask_regions)
     before = list(make_loader(cfg, tok, 0))
     monkeypatch.undo()
     assert len(now) == len(before)
@@ -271,3 +299,26 @@ def test_eval_itm_reports_each_kind_on_a_tiny_run(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a pre-training run" in err[0]
+
+
+def test_masked_negatives_look_like_positives_but_teach_nothing(tmp_path, tok):
+    """With itm_mask_negatives, a negative's caption has [MASK]s and its regions zeroed as a positive's, with no targets."""
+    regions, labels = write_corpus(tmp_path / "data", num_images=24, num_shards=2)
+    cfg = tiny_config(regions, labels, tmp_path / "out", itm_mask_negatives=True, itm_hard_neg_share=0.5, max_text_len=24)
+    plain = [b for b in make_loader(dataclasses.replace(cfg, itm_mask_negatives=False), tok, 0) if b["n"]]
+    masked = [b for b in make_loader(cfg, tok, 0) if b["n"]]
+    share = {}
+    for name, got in (("plain", plain), ("masked", masked)):
+        neg = torch.cat([b["itm_label"] == 0 for b in got])
+        has_mask = torch.cat([(b["input_ids"] == tok.mask_token_id).any(1) for b in got])
+        zeroed = torch.cat([((b["feat"] == 0).all(-1) & b["region_mask"]).any(1) for b in got])
+        share[name] = (float(has_mask[neg].float().mean()), float(zeroed[neg].float().mean()), float(has_mask[~neg].float().mean()))
+        for b in got:
+            n = b["itm_label"] == 0
+            assert (b["mlm_labels"][n] == IGNORE).all() and not b["region_masked"][n].any() and not b["pair_mask"][n].any()
+    assert share["plain"][:2] == (0.0, 0.0)  # the shortcut: no negative is ever masked
+    assert share["masked"][0] > 0.5 and share["masked"][1] > 0.3 and share["masked"][2] > 0.5
+    # Positives are untouched by the flag.
+    for a, b in zip(plain, masked):
+        pos = b["itm_label"] == 1
+        assert torch.equal(a["input_ids"][pos], b["input_ids"][pos]) and torch.equal(a["mlm_labels"], b["mlm_labels"])

@@ -120,11 +120,13 @@ def evaluate(regions: str, labels: str, ckpt: str, group: int = 64, seed: int = 
     report["checkpoint"] = str(path)
     report["step"] = json.loads((Path(path) / "state.json").read_text()).get("step") if path else None
     report["itm_hard_neg_share"] = cfg.itm_hard_neg_share
+    report["itm_mask_negatives"] = cfg.itm_mask_negatives
     return report
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"ITM on held-out pairs, {r['checkpoint']} (step {r['step']}, trained with itm_hard_neg_share={r['itm_hard_neg_share']})",
+    lines = [f"ITM on held-out pairs, {r['checkpoint']} (step {r['step']}, trained with itm_hard_neg_share={r['itm_hard_neg_share']}, "
+             f"itm_mask_negatives={r['itm_mask_negatives']})",
              f"{'pairs':<10}{'n':>7}{'loss':>9}{'accuracy':>10}"]
     for kind in KINDS:
         k = r[kind]

@@ -123,28 +123,38 @@ def itm_negatives(
         yield emit(out)
 
 
-def mask_text(src: Iterable[dict], prob: float, mask_id: int, vocab_size: int, special_ids: set[int], seed: int, epoch: int) -> Iterator[dict]:
+def mask_text(src: Iterable[dict], prob: float, mask_id: int, vocab_size: int, special_ids: set[int], seed: int, epoch: int,
+              mask_negatives: bool = False) -> Iterator[dict]:
+    """MLM masking of positives' captions; a negative gets no MLM targets, and its input is masked
+    the same way only with ``mask_negatives`` (else "no [MASK] in the caption" tells it from a positive)."""
     for ex in src:
         if ex["itm"] == 0.0:
             ids, labels = ex["input_ids"], np.full_like(ex["input_ids"], IGNORE)
+            if mask_negatives:
+                ids, _ = mask_tokens(ids, example_rng(seed, epoch, ex["uid"], "mlm"), prob, mask_id, vocab_size, special_ids)
         else:
             rng = example_rng(seed, epoch, ex["uid"], "mlm")
             ids, labels = mask_tokens(ex["input_ids"], rng, prob, mask_id, vocab_size, special_ids)
         yield {**ex, "input_ids": ids, "mlm_labels": labels}
 
 
-def mask_regions(src: Iterable[dict], prob: float, seed: int, epoch: int) -> Iterator[dict]:
-    """Zero the features of masked regions; only images with a class distribution get masked."""
+def mask_regions(src: Iterable[dict], prob: float, seed: int, epoch: int, mask_negatives: bool = False) -> Iterator[dict]:
+    """Zero the features of masked regions; only images with a class distribution get masked.
+
+    A negative's regions are targets of nothing (``region_masked`` stays False); with
+    ``mask_negatives`` its features are zeroed as a positive's would be, so zeroed regions do not
+    tell a positive from a negative.
+    """
     for ex in src:
         n = ex["feat"].shape[0]
-        if ex["itm"] == 0.0 or ex["cls"] is None:
-            masked = np.zeros(n, dtype=bool)
-        else:
-            masked = pick_masked_regions(n, example_rng(seed, epoch, ex["uid"], "mrc"), prob)
+        zeroed = np.zeros(n, dtype=bool)
+        if ex["cls"] is not None and (ex["itm"] != 0.0 or mask_negatives):
+            zeroed = pick_masked_regions(n, example_rng(seed, epoch, ex["uid"], "mrc"), prob)
         feat = ex["feat"]
-        if masked.any():
+        if zeroed.any():
             feat = feat.copy()
-            feat[masked] = 0.0
+            feat[zeroed] = 0.0
+        masked = zeroed if ex["itm"] != 0.0 else np.zeros(n, dtype=bool)
         yield {**ex, "feat": feat, "region_masked": masked}
 
 
