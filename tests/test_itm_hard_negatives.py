@@ -322,3 +322,15 @@ def test_masked_negatives_look_like_positives_but_teach_nothing(tmp_path, tok):
     for a, b in zip(plain, masked):
         pos = b["itm_label"] == 1
         assert torch.equal(a["input_ids"][pos], b["input_ids"][pos]) and torch.equal(a["mlm_labels"], b["mlm_labels"])
+
+
+def test_summary_by_hand():
+    from trainer.eval_itm import summarise
+
+    uids = ["a", "a|neg|b", "a|hard|object", "c", "c|hard|relation"]
+    r = summarise(uids, torch.tensor([2.0, -1.0, 3.0, -0.5, -2.0]), torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0]))
+    assert r["positive"]["n"] == 2 and r["positive"]["accuracy"] == 0.5
+    assert r["positive"]["loss"] == pytest.approx((np.log1p(np.exp(-2.0)) + np.log1p(np.exp(0.5))) / 2, rel=1e-5)
+    assert r["swap"] == {"n": 1, "loss": pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-5), "accuracy": 1.0}
+    assert r["hard"]["accuracy"] == 0.5 and r["hard"]["loss"] == pytest.approx((np.log1p(np.exp(3.0)) + np.log1p(np.exp(-2.0))) / 2, rel=1e-5)
+    assert r["hard_ranked"] == {"object": {"n": 1, "rate": 0.0}, "relation": {"n": 1, "rate": 1.0}}
