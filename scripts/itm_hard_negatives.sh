@@ -37,19 +37,23 @@ done
 done
 "$py" - "$root/runs" <<'PY'
 import glob, json, sys
+from pathlib import Path
 import numpy as np
 runs = {}
 for p in sorted(glob.glob(f"{sys.argv[1]}/*.eval.json")):
     r = json.load(open(p))
-    runs.setdefault((r.get("itm_mask_negatives", False), r["itm_hard_neg_share"]), []).append(r)
-print("| negatives' inputs masked | `itm_hard_neg_share` | seeds | positives: loss / acc | swaps: loss / acc | hard: loss / acc | true caption above its edit (attribute / object / relation) |")
-print("|---|---|---|---|---|---|---|")
-for (mask, share), rs in sorted(runs.items()):
+    rows = [json.loads(line) for line in open(Path(p.removesuffix(".eval.json")) / "losses.jsonl")]
+    r["train_itm"] = float(np.mean([x["align"] for x in rows[-100:]]))
+    runs.setdefault((r["step"], r.get("itm_mask_negatives", False), r["itm_hard_neg_share"]), []).append(r)
+print("| steps | negatives masked | `itm_hard_neg_share` | seeds | training ITM loss (last 100 steps) | positives: loss / acc | swaps: loss / acc | hard: loss / acc | true caption above its edit (attribute / object / relation) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (steps, mask, share), rs in sorted(runs.items()):
     def cell(kind):
         l = [r[kind]["loss"] for r in rs]; a = [r[kind]["accuracy"] for r in rs]
         return f"{np.mean(l):.3f} / {np.mean(a):.3f}"
     ranked = " / ".join(f"{np.mean([r['hard_ranked'][k]['rate'] for r in rs]):.3f}" for k in ("attribute", "object", "relation"))
-    print(f"| {'yes' if mask else 'no'} | {share} | {len(rs)} | {cell('positive')} | {cell('swap')} | {cell('hard')} | {ranked} |")
+    print(f"| {steps:,} | {'yes' if mask else 'no'} | {share:g} | {len(rs)} | {np.mean([r['train_itm'] for r in rs]):.3f} | "
+          f"{cell('positive')} | {cell('swap')} | {cell('hard')} | {ranked} |")
 n = rs[0]
 print(f"\nheld-out pairs: {n['positive']['n']} positives, {n['swap']['n']} swaps, {n['hard']['n']} hard negatives "
       f"(means over seeds; per-seed values in {sys.argv[1]}/*.eval.json)")
