@@ -31,7 +31,9 @@ class TrainConfig:
     # ---- masking and negatives
     mlm_prob: float = 0.15  # of text tokens; 80% [MASK], 10% random, 10% kept
     region_mask_prob: float = 0.15  # of regions; features zeroed, target = detector class dist.
-    itm_neg_prob: float = 0.5  # share of examples whose caption is swapped within the buffer
+    itm_neg_prob: float = 0.5  # share of examples made ITM negatives (caption swapped within the buffer, or edited)
+    itm_hard_neg_share: float = 0.0  # share of ITM negatives that are same-image hard negatives (one word changed); 0: swaps only
+    itm_mask_negatives: bool = False  # mask negatives' tokens/regions as positives' (no targets); false: negatives unmasked, a shortcut to the ITM label
     # ---- hierarchical region-phrase sampling
     unmatched_phrase_share: float = 0.2  # share of phrases without a positive that are kept
     max_pos_per_phrase: int = 4  # P
@@ -172,7 +174,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
-    for name in ("mlm_prob", "region_mask_prob", "itm_neg_prob", "unmatched_phrase_share", "hard_negative_share"):
+    for name in ("mlm_prob", "region_mask_prob", "itm_neg_prob", "itm_hard_neg_share", "unmatched_phrase_share", "hard_negative_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {getattr(cfg, name)}")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.steps < 0:

@@ -7,9 +7,10 @@ The chain, top to bottom (each step a named generator function, as in open_clip'
       → decode_pairs       npy/json only (schemas.shards, pickle-free), validate each record
       → to_examples        one example per (image, caption); images without captions are counted
       → tokenize           WordPiece; phrase character spans → token spans
-      → itm_negatives      shuffle buffer; swap the caption with another image's for 50%
-      → mask_text          MLM 15% (80/10/10)
-      → mask_regions       15% of regions zeroed; target = detector class distribution
+      → itm_negatives      shuffle buffer; 50% negatives: another image's caption, or (itm_hard_neg_share
+                           of them) this caption with one attribute/object/relation changed
+      → mask_text          MLM 15% (80/10/10); negatives: no targets (inputs masked with itm_mask_negatives)
+      → mask_regions       15% of regions zeroed; target = detector class distribution (same for negatives)
       → sample_pairs       hierarchical region-phrase sampling (trainer.data.sampling)
       → batched(collate)   padded tensors + masks, and the skip counts since the last batch
 
@@ -62,9 +63,10 @@ def epoch_batches(cfg: TrainConfig, tokenizer, shards: list[str], epoch: int, ra
     src = decode_pairs(src, skips)
     src = to_examples(src, cfg.max_regions, skips)
     src = tokenize(src, tokenizer, cfg.max_text_len, skips)
-    src = itm_negatives(src, cfg.shuffle_buffer, cfg.itm_neg_prob, cfg.seed, epoch, rank, worker)
-    src = mask_text(src, cfg.mlm_prob, tokenizer.mask_token_id, len(tokenizer), special, cfg.seed, epoch)
-    src = mask_regions(src, cfg.region_mask_prob, cfg.seed, epoch)
+    src = itm_negatives(src, cfg.shuffle_buffer, cfg.itm_neg_prob, cfg.seed, epoch, rank, worker,
+                        cfg.itm_hard_neg_share, tokenizer, cfg.max_text_len, skips)
+    src = mask_text(src, cfg.mlm_prob, tokenizer.mask_token_id, len(tokenizer), special, cfg.seed, epoch, cfg.itm_mask_negatives)
+    src = mask_regions(src, cfg.region_mask_prob, cfg.seed, epoch, cfg.itm_mask_negatives)
     src = sample_pairs(src, sampler_config(cfg), cfg.seed, epoch)
     return batched(src, cfg.batch_size, skips)
 

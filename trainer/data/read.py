@@ -127,6 +127,8 @@ def to_examples(src: Iterable[dict], max_regions: int, skips: SkipCounter) -> It
             "boxes": np.clip(region.boxes[:n] / wh, 0.0, 1.0),  # xyxy relative to the image
             "cls": None if region.cls_prob is None else region.cls_prob[:n].astype(np.float32),
             "image_id": region.image_id,
+            # Every caption of the image: what a same-image hard negative must not name (trainer.data.hard_negatives).
+            "image_texts": tuple(cap["text"] for cap in labels.captions),
         }
         row = 0
         for cap in labels.captions:
