@@ -77,8 +77,12 @@ def train_step(
     rank = dist.get_rank() if dist.is_initialized() else 0
     parts = [p for b in micro_batches for p in batch_parts(to_device(b, device), active)]
     counts = torch.stack([part_counts(kind, p, cfg) for kind, p in parts]).sum(0)
+    # Examples (images for μ-VLA) ride along with the item counts: one collective for both.
+    n = float(sum(len(b["itm_label"]) if "itm_label" in b else int(b["n"]) for b in micro_batches))
+    counts = torch.cat([counts, torch.tensor([n], device=device)])
     if world > 1:
         dist.all_reduce(counts)
+    counts, examples = counts[:-1], counts[-1]
     lambdas = weights(cfg).to(device) if lambdas is None else lambdas
     set_lr(optimizer, lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps))
     torch.manual_seed(_seed_of(cfg.seed, "step", step, rank))  # dropout: a function of the step
@@ -106,7 +110,6 @@ def train_step(
     if world > 1:
         dist.all_reduce(sums)
     terms = sums / counts.clamp(min=1)
-    examples = torch.tensor(float(sum(int(b.get("n", 0)) or len(b["itm_label"]) for b in micro_batches)), device=device)
     return torch.cat([terms, (lambdas * terms).sum().view(1), grad_norm.float().view(1), examples.view(1)]).detach()
 
 

@@ -112,6 +112,15 @@ def make_retrieval(corpus: Data, regions: Data, out: Path, cfg: CompareConfig, l
     return Data(out, spec)
 
 
+def retrieval_recall(corpus: Data, retrieval: Data) -> dict[str, Any]:
+    """Recall@K of each image's true caption among its retrieved sentences, beside chance (the stage's own evaluator, as a CLI)."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "pipelines.retrieval.evaluate", "--retrieval", str(retrieval.path), "--captions",
+                        str(corpus.path / "captions.tsv")], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
 def pretrain_cmd(cfg: CompareConfig, method: str, regions: Path, labels: Path, retrieval: Path, out: Path, seed: int, threads: int) -> list[str]:
     cmd = [sys.executable, "-m", "trainer.train", "--regions", str(regions), "--labels", str(labels), "--out", str(out), "--method", method,
            "--steps", str(cfg.pretrain_steps), "--batch-size", str(cfg.pretrain_batch), "--lr", str(cfg.pretrain_lr),
@@ -178,7 +187,9 @@ def write_report(cfg: CompareConfig, summary: dict, costs: dict, path: Path, com
                      f"{s.get('verdict', '–')} | {pct(s['swapped'])} | {costs['s_per_step'].get(m, float('nan')):.3f} |")
     lines += ["", f"Costs: label pipeline (teacher `{cfg.teacher}`) {costs['labels_s']:.0f} s (SSGA and SSGA + partial OT need it); retrieval stage "
               f"(MiniLM tag sentences + sentences, top-{cfg.top_k}, spaCy phrases) {costs['retrieval_s']:.0f} s (μ-VLA needs it); "
-              "`none` and partial OT need neither. Data times are of the invocation that built them. "
+              "`none` and partial OT need neither. "
+              f"μ-VLA's weak pairs: the true caption is among an image's top {costs['retrieval_recall']['k']} for "
+              f"{100 * costs['retrieval_recall']['recall']:.1f} % of the captions (chance {100 * costs['retrieval_recall']['random']:.1f} %). Data times are of the invocation that built them. "
               "Training time per step is the median over logged windows on this machine, runs sharing its cores.", ""]
     path.write_text("\n".join(lines))
     return path
@@ -200,6 +211,7 @@ def run_compare(cfg: CompareConfig, command: str = "") -> Path:
     rec_regions = make_regions(rec_corpus, data / "rec_regions", logs)
     labels, labels_s = _timed(lambda: make_labels(pre_corpus, pre_regions, 1.0, data / "labels_full", grid, logs))
     retrieval, retrieval_s = _timed(lambda: make_retrieval(pre_corpus, pre_regions, data / "retrieval", cfg, logs))
+    recall = retrieval_recall(pre_corpus, retrieval)
 
     pre_jobs = []
     for m in cfg.methods:
@@ -229,7 +241,7 @@ def run_compare(cfg: CompareConfig, command: str = "") -> Path:
     if previous.exists() and max(labels_s, retrieval_s) < 1.0:  # data reused: keep the times of the invocation that built it
         old = json.loads(previous.read_text())["costs"]
         labels_s, retrieval_s = old["labels_s"], old["retrieval_s"]
-    costs = {"labels_s": labels_s, "retrieval_s": retrieval_s,
+    costs = {"labels_s": labels_s, "retrieval_s": retrieval_s, "retrieval_recall": recall,
              "s_per_step": {m: float(np.mean([seconds_per_step(work / "pretrain" / f"{m.replace('+', '_')}_s{s}") for s in cfg.seeds])) for m in cfg.methods}}
     (work / "compare.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "costs": costs}, indent=2, sort_keys=True) + "\n")
     return write_report(cfg, summary, costs, work / "compare.md", command)
