@@ -212,3 +212,25 @@ def test_user_mistakes_are_one_line(corpus, tmp_path):
         parse_args(["--method", "mu_vla", "--retrieval", "r", "--mu-region-phrase-at", "5", "--mu-image-sentence-at", "2"])
     with pytest.raises(ValueError, match="pot_mass"):
         parse_args(["--method", "partial_ot", "--pot-mass", "0"])
+
+
+def test_old_or_broken_retrieval_samples_are_named(corpus, tmp_path):
+    from schemas.retrieval import Retrieved, decode_retrieved, encode_retrieved
+    from schemas.shards import ShardError, write_shard
+    from trainer.data import unpaired as U
+    from trainer.data.read import DataError, SkipCounter
+    from trainer.data.shard_set import region_shards
+
+    _, regions, _, _ = corpus
+    shard = region_shards(regions)[0]
+    from schemas.shards import iter_shard
+
+    key = next(iter_shard(shard))[0]
+    old = Retrieved("x", ["dog"], np.array([1]), np.array([0.5], np.float32), ["a dog"])  # no phrases: an older stage's output
+    write_shard(tmp_path / "retrieval-000000.tar", {key: encode_retrieved(old)})
+    with pytest.raises(DataError, match="re-run python -m pipelines.retrieval"):
+        list(U.decode_unpaired(U.zip_retrieval_shards([shard], str(tmp_path), SkipCounter()), SkipCounter()))
+    bad = Retrieved("x", ["dog"], np.array([1]), np.array([0.5], np.float32), ["a dog"], phrases=[[[0, 40]]],
+                    tag_emb=np.ones((1, 4)), region_tag=np.zeros(2, np.int16), phrase_emb=np.ones((1, 4)))
+    with pytest.raises(ShardError, match="outside its sentence"):
+        decode_retrieved(encode_retrieved(bad), "r.tar:k")

@@ -42,7 +42,7 @@ from schemas.shards import REGION_PREFIX, ShardError, decode_region, iter_shard
 from trainer.config import TrainConfig
 from trainer.data.batch import collate
 from trainer.data.masking import IGNORE, mask_regions as pick_masked_regions, mask_tokens
-from trainer.data.read import DataError, SkipCounter
+from trainer.data.read import SkipCounter
 from trainer.data.shard_set import example_rng
 from trainer.data.text import tokenize_with_spans
 from trainer.objectives.region_phrase import link_phrases_to_regions
@@ -251,4 +251,3 @@ def unpaired_batches(cfg: TrainConfig, tokenizer, shards: list[str], epoch: int,
         yield {"n": 0, "skips": rest}
 
 
-__all__ = ["DataError", "unpaired_batches", "collate_views", "VIEWS"]
