@@ -170,6 +170,7 @@ def test_overfitting_one_batch_lowers_each_methods_losses(corpus, tok, tmp_path,
         assert hist[-1][t] < 0.8 * hist[0][t], (t, [round(h[t], 3) for h in hist])
 
 
+@pytest.mark.slow
 def test_mu_vla_run_logs_the_curriculum_and_resumes_exactly(corpus, tmp_path):
     kw = dict(steps=7, num_workers=2, dropout=0.1, ckpt_every=100, mu_region_phrase_at=2, mu_image_sentence_at=4)
     straight = train(_cfg(corpus, tmp_path / "straight", "mu_vla", **kw))
@@ -190,6 +191,7 @@ def test_mu_vla_run_logs_the_curriculum_and_resumes_exactly(corpus, tmp_path):
     assert (tmp_path / "straight" / final).read_bytes() == (tmp_path / "resumed" / final).read_bytes()
 
 
+@pytest.mark.slow
 def test_partial_ot_run_resumes_exactly(corpus, tmp_path):
     kw = dict(steps=4, num_workers=1, dropout=0.1, ckpt_every=100)
     straight = train(_cfg(corpus, tmp_path / "a", "ssga+partial_ot", **kw))
