@@ -61,6 +61,10 @@ gallery: $(STAMP)  ## pseudo-label gallery (HTML + PNGs + loss curves) of the la
 experiment: $(STAMP)  ## data-efficiency grid: REC accuracy, grounding variants x pre-train/fine-tune data 1 and 1/8 (ARGS="--seeds 0,1 --finetune-head linear ...")
 	$(PY) -m trainer.experiment --work runs/experiment $(ARGS)
 
+.PHONY: compare
+compare: $(STAMP)  ## alignment methods side by side on REC: none, SSGA, μ-VLA (unpaired), partial OT, SSGA + partial OT (ARGS="--seeds 0,1 --pretrain-steps 300 ...")
+	$(PY) -m trainer.experiment.compare --work runs/compare $(ARGS)
+
 bench: $(STAMP)  ## run the benchmarks (figures printed and written to bench/results/); BENCH=NAME runs one
 	$(PY) -m bench.run $(BENCH)
 

@@ -59,6 +59,21 @@ def test_retrieval_end_to_end(corpus):
     assert [p.name for p in a] == [p.name for p in b] == ["retrieval-000000.tar", "retrieval-000001.tar", "retrieval-000002.tar"]
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
     assert one["fingerprint"] == two["fingerprint"]
+    # μ-VLA's region–phrase inputs: noun phrases of each retrieved sentence, their embeddings, the tags'
+    # embeddings and each region's tag (its class name's place in the tag list).
+    from pipelines.retrieval.shards import iter_retrieved
+    from schemas.shards import decode_region, iter_shard
+
+    from pipelines.teachers.tag_similarity import read_objects_vocab
+
+    regions = {rec.image_id: rec for p in list_shards(corpus / "regions", "regions") for rec in (decode_region(m, k) for k, m in iter_shard(p))}
+    vocab = read_objects_vocab(corpus / "sample/objects_vocab.txt")
+    for _, r in (x for p in a for x in iter_retrieved(p)):
+        assert len(r.phrases) == len(r.texts) and len(r.phrase_emb) == sum(map(len, r.phrases)) > 0
+        assert np.allclose(np.linalg.norm(r.tag_emb.astype(np.float32), axis=1), 1, atol=1e-2)
+        reg = regions[r.image_id]
+        names = [vocab[c - 1] for c in np.argmax(reg.cls_prob[:, 1:], 1) + 1]
+        assert [r.tags[t] if t >= 0 else None for t in r.region_tag] == [n if n in r.tags else None for n in names]
     # The true caption is retrieved far more often than by chance.
     r = recall_at_k(str(corpus / "one"), str(corpus / "sample/captions.tsv"))
     assert r["k"] == 5 and r["images"] == 39 and r["recall"] > 4 * r["random"], r

@@ -56,6 +56,24 @@ class TrainConfig:
     location: str = "spe"  # "spe" (sine-cosine of the box) | "5d" (ViLBERT's linear 5-d)
     phrase_repr: str = "lstm"  # "lstm" (phrase level) | "mean" (token level)
     dropout: float = 0.1
+    # ---- alignment method (issue #14): what aligns words with regions
+    #   "ssga": the teacher's pseudo labels (grounding loss, λ_gnd) — the default
+    #   "none": no alignment loss (MLM + MRC + ITM only; λ_gnd ignored)
+    #   "partial_ot": GroundedBERT — partial OT between token and region states (λ_pot) + the ITM term, no teacher
+    #   "ssga+partial_ot": both
+    #   "mu_vla": μ-VLA on unpaired data — the retrieval shards (--retrieval), region–tag → + region–phrase
+    #             → + image–sentence; --labels is not read
+    method: str = "ssga"
+    lambda_pot: float = 1.0  # weight of the partial-OT local loss
+    pot_mass: float = 0.5  # s: the fraction of token/region mass partial OT transports
+    pot_reg: float = 0.05  # entropic regularisation of the plan
+    pot_iters: int = 100  # Bregman projection iterations
+    retrieval: str = ""  # μ-VLA: directory of retrieval-%06d.tar (pipelines.retrieval output), same indices as --regions
+    mu_region_phrase_at: int = 0  # μ-VLA curriculum: step where region–phrase joins region–tag
+    mu_image_sentence_at: int = 0  # ... and where image–sentence joins (>= mu_region_phrase_at)
+    mu_itm_warmup_epochs: int = 1  # μ-VLA: ITM on retrieved pairs is unweighted for this many epochs, then weighted by the model's own score
+    lambda_mrfr: float = 1.0  # μ-VLA: masked region feature regression (region–tag)
+    lambda_r2t: float = 1.0  # μ-VLA: phrase-guided masked region-to-token classification (region–phrase)
     # ---- loss
     lambda_word: float = 1.0
     lambda_img: float = 1.0
@@ -161,6 +179,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return validate(apply_overrides(cfg, cli, "command line"))
 
 
+METHODS = ("ssga", "none", "partial_ot", "ssga+partial_ot", "mu_vla")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     choices = {
         "bad_input": ("raise", "skip"),
@@ -170,6 +191,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "phrase_repr": ("lstm", "mean"),
         "device": ("auto", "cpu", "cuda"),
         "compile": ("auto", "on", "off"),
+        "method": METHODS,
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -182,5 +204,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if "://" in str(cfg.out):  # --regions/--labels stream from URLs; checkpoints are written with torch/atomic renames
         raise ValueError(f"--out {cfg.out}: the run directory (checkpoints, TensorBoard, losses) must be a local or mounted "
                          "directory; --regions and --labels may be URLs (gs://, s3://, ...)")
+    if not 0.0 < cfg.pot_mass <= 1.0 or cfg.pot_reg <= 0 or cfg.pot_iters < 1:
+        raise ValueError(f"pot_mass must lie in (0, 1], pot_reg be > 0 and pot_iters >= 1 (got {cfg.pot_mass}, {cfg.pot_reg}, {cfg.pot_iters})")
+    if cfg.method == "mu_vla":
+        if not cfg.retrieval:
+            raise ValueError("--method mu_vla trains on retrieval shards: give --retrieval DIR (the output of python -m pipelines.retrieval)")
+        if not 0 <= cfg.mu_region_phrase_at <= cfg.mu_image_sentence_at:
+            raise ValueError(f"the μ-VLA curriculum needs 0 <= mu_region_phrase_at ({cfg.mu_region_phrase_at}) <= mu_image_sentence_at ({cfg.mu_image_sentence_at})")
     return cfg
 

@@ -1,4 +1,9 @@
-"""Pre-train a single- or dual-stream visio-linguistic BERT with MLM, MRC, ITM and grounding losses.
+"""Pre-train a single- or dual-stream visio-linguistic BERT with MLM, MRC, ITM and an alignment method.
+
+``--method``: ``ssga`` (grounding loss from the teacher's pseudo labels, the default), ``none``,
+``partial_ot`` (GroundedBERT), ``ssga+partial_ot``, or ``mu_vla`` (unpaired images and sentences via
+the retrieval shards, with the region–tag → region–phrase → image–sentence curriculum; see
+:mod:`trainer.losses` for the terms each trains).
 
     python -m trainer.train --regions data/regions --labels data/labels --out runs/pretrain [--model dual] ...
     torchrun --nproc_per_node 8 -m trainer.train ...        # DDP: nccl on GPU, gloo on CPU
@@ -39,7 +44,8 @@ from trainer.config import TrainConfig, parse_args
 from trainer.data.shard_set import _seed_of, probe_shapes, stale_labels_problem
 from trainer.data.stream import BatchStream, rank_position
 from trainer.data.text import load_tokenizer
-from trainer.losses import TERMS, loss_counts, loss_sums, total_loss, weights
+from trainer.losses import TERMS, batch_parts, part_counts, part_sums, total_loss, weights
+from trainer.objectives.curriculum import STAGES, Curriculum
 from trainer.models import build_model
 from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.runtime.device import to_device
@@ -56,9 +62,10 @@ log = logging.getLogger("trainer")
 
 def train_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[dict], cfg: TrainConfig,
-    step: int, device: torch.device, lambdas: torch.Tensor | None = None,
+    step: int, device: torch.device, lambdas: torch.Tensor | None = None, active: set[str] | None = None,
 ) -> torch.Tensor:
-    """Forward/backward every micro-batch, clip, step. Returns [len(STATS)] on ``device``: every loss
+    """Forward/backward every part of every micro-batch, clip, step (``active``: the μ-VLA curriculum's
+    stages at this step; a paired batch is one part). Returns [len(STATS)] on ``device``: every loss
     term over the global batch, the weighted loss, the gradient norm and the number of examples.
 
     Nothing is read back to the host (see :func:`trainer.runtime.loss_log.stats_dict` for that). Each term is normalised by
@@ -68,10 +75,14 @@ def train_step(
     """
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
-    batches = [to_device(b, device) for b in micro_batches]
-    counts = torch.stack([loss_counts(b) for b in batches]).sum(0)
+    parts = [p for b in micro_batches for p in batch_parts(to_device(b, device), active)]
+    counts = torch.stack([part_counts(kind, p, cfg) for kind, p in parts]).sum(0)
+    # Examples (images for μ-VLA) ride along with the item counts: one collective for both.
+    n = float(sum(len(b["itm_label"]) if "itm_label" in b else int(b["n"]) for b in micro_batches))
+    counts = torch.cat([counts, torch.tensor([n], device=device)])
     if world > 1:
         dist.all_reduce(counts)
+    counts, examples = counts[:-1], counts[-1]
     lambdas = weights(cfg).to(device) if lambdas is None else lambdas
     set_lr(optimizer, lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps))
     torch.manual_seed(_seed_of(cfg.seed, "step", step, rank))  # dropout: a function of the step
@@ -79,13 +90,13 @@ def train_step(
 
     model.train()
     sums = torch.zeros(len(TERMS), device=device)
-    for i, batch in enumerate(batches):
-        last = i == len(batches) - 1
+    for i, (kind, part) in enumerate(parts):
+        last = i == len(parts) - 1
         sync = model.no_sync() if isinstance(model, DDP) and not last else contextlib.nullcontext()
         with sync:
             with amp:
-                out = model(batch)
-            s = loss_sums(out, batch)
+                out = model(part)
+            s = part_sums(kind, out, part, cfg)
             # DDP averages gradients over ranks; × world turns that average back into the global sum.
             (total_loss(s, counts, lambdas) * world).backward()
         sums += s.detach()
@@ -99,7 +110,7 @@ def train_step(
     if world > 1:
         dist.all_reduce(sums)
     terms = sums / counts.clamp(min=1)
-    return torch.cat([terms, (lambdas * terms).sum().view(1), grad_norm.float().view(1), counts[2].view(1)]).detach()
+    return torch.cat([terms, (lambdas * terms).sum().view(1), grad_norm.float().view(1), examples.view(1)]).detach()
 
 
 def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
@@ -121,7 +132,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_json(out / "config.json", cfg.to_dict(), indent=2, sort_keys=True)
-    problem = stale_labels_problem(cfg.regions, cfg.labels)
+    problem = None if cfg.method == "mu_vla" else stale_labels_problem(cfg.regions, cfg.labels)
     if problem:
         raise ValueError(problem)
     tokenizer = load_tokenizer(cfg.tokenizer)
@@ -141,7 +152,9 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
         log.info("resumed from %s at step %d (data position %s)", ckpt, step, position)
         if rank == 0:
             truncate_log(out / "losses.jsonl", step)
-    ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    # μ-VLA's early stages leave heads unused (ITM, grounding, region-to-token): DDP must not wait for them.
+    ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=cfg.method == "mu_vla") if world > 1 else model
     if compile_enabled(cfg, device):
         ddp_model = torch.compile(ddp_model, backend=cfg.compile_backend, dynamic=None)
 
@@ -157,6 +170,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             progress = tqdm(total=cfg.steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
     losses = LossLog(out, rank, writer, progress)
     lambdas = weights(cfg).to(device)
+    curriculum = Curriculum(cfg.mu_region_phrase_at, cfg.mu_image_sentence_at) if cfg.method == "mu_vla" else None
 
     def checkpoint_now(at: int) -> None:
         # Every rank's data position (ranks read different shards), gathered as objects.
@@ -175,8 +189,15 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     try:
         while step < end:
             micro = [stream.next() for _ in range(cfg.grad_accum)]
-            row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas)
-            losses.add(step + 1, row, {"epoch": stream.epoch, "lr": lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps), "skips": dict(stream.skips)})
+            extra = {"epoch": stream.epoch, "lr": lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps), "skips": dict(stream.skips)}
+            active = None
+            if curriculum is not None:  # a pure function of the step, so a resumed run logs the same
+                active = curriculum.active(step)
+                extra["objectives"] = [s for s in STAGES if s in active]
+                if step == 0 or active != curriculum.active(step - 1):
+                    extra["curriculum_switch"] = [s for s in extra["objectives"] if step == 0 or s not in curriculum.active(step - 1)]
+            row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas, active)
+            losses.add(step + 1, row, extra)
             step += 1
             ckpt_due = step % cfg.ckpt_every == 0 or step == end
             if step % cfg.log_every == 0 or ckpt_due:

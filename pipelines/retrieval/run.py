@@ -22,8 +22,9 @@ import apache_beam as beam
 from pipelines.beam_options import IN_MEMORY, pipeline_options
 from pipelines.retrieval.index import KINDS
 from pipelines.retrieval.shards import RETRIEVAL_PREFIX
-from pipelines.retrieval.stage import DEAD, STAGE, RetrieveTopK, SentenceCorpus, TagQueries, WriteRetrievalShards, read_sentences
+from pipelines.retrieval.stage import DEAD, STAGE, AddPhrases, RetrieveTopK, SentenceCorpus, TagQueries, WriteRetrievalShards, read_sentences
 from pipelines.stage_guard import reason_kind
+from pipelines.stages.phrases import PhraseConfig
 from pipelines.stages.stage_io import COUNTS_NAME, ReadRegions, WriteCounts, WriteDeadLetters, region_shards
 from pipelines.teachers.tag_similarity import default_model_dir, read_objects_vocab
 from schemas.manifest import DEAD_LETTER_NAME, MANIFEST_NAME, files_digest, fingerprint, read_manifest, reconciles, write_manifest
@@ -85,6 +86,7 @@ def plan_retrieval(cfg: RetrievalConfig) -> tuple[dict[str, Any], str]:
         "sentences": fs.content_digest(cfg.sentences),
         "objects_vocab": fs.content_digest(cfg.objects_vocab),
         "model": files_digest([Path(model) / f for f in MODEL_FILES if (Path(model) / f).exists()]),
+        "phrases": PhraseConfig().fingerprint_params(),  # the noun phrases of the retrieved sentences
     }
     return {**params, "inputs": inputs}, fingerprint(STAGE, SCHEMA_VERSION, params, inputs)
 
@@ -95,7 +97,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RetrievalConfig, model_dir: str, num_s
     corpus = p | "SentenceCorpus" >> SentenceCorpus(cfg.sentences, model_dir)
     retrieved = queries["queries"] | "RetrieveTopK" >> beam.ParDo(
         RetrieveTopK(cfg.top_k, cfg.index, cfg.nlist, cfg.nprobe), corpus=beam.pvalue.AsSingleton(corpus["corpus"])
-    )
+    ) | "AddPhrases" >> beam.ParDo(AddPhrases(model_dir))
     _ = retrieved | "WriteShards" >> WriteRetrievalShards(cfg.out, num_shards)
     dead = (queries[DEAD], corpus["dead"]) | "AllDead" >> beam.Flatten()
     _ = dead | "WriteDeadLetters" >> WriteDeadLetters(cfg.out)

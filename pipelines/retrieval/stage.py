@@ -3,7 +3,7 @@
 Each DoFn does one thing; each record ends in an output or on the ``dead`` output with its reason:
 
     region shards ─ReadRegions─▶ (image_id, RegionInfo) ─MakeTagQuery─▶ TagQuery ─EmbedTexts─┐
-    sentences file ─ReadSentences─▶ (line, text) ─EmbedTexts─▶ ToList ─▶ corpus (side input) ├─RetrieveTopK─▶ WriteRetrievalShards
+    sentences file ─ReadSentences─▶ (line, text) ─EmbedTexts─▶ ToList ─▶ corpus (side input) ├─RetrieveTopK─▶ AddPhrases ─▶ WriteRetrievalShards
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class TagQuery:
     shard: int
     key: str
     tags: list[str]
+    region_tag: np.ndarray | None = None  # int16 [N]: each region's index in ``tags`` (-1: its class is no tag)
 
     @property
     def text(self) -> str:
@@ -122,7 +123,9 @@ class MakeTagQuery(beam.DoFn):
             else:
                 reason = "" if tags else f"no region has class confidence >= {self.min_conf}"
             if not reason:
-                yield TagQuery(image_id, r.shard, r.key, tags)
+                index = {t: i for i, t in enumerate(tags)}
+                region_tag = np.asarray([index.get(self.class_names[c - 1], -1) for c in r.classes], np.int16)
+                yield TagQuery(image_id, r.shard, r.key, tags, region_tag)
                 return
         yield beam.pvalue.TaggedOutput(DEAD, dead_letter(STAGE, image_id, source, reason))
 
@@ -185,7 +188,52 @@ class RetrieveTopK(beam.DoFn):
         index, text_of = self._index_of(corpus)
         ids, sims = index.search(emb, self.top_k)
         texts = [text_of[int(i)] for i in ids]
-        yield q.shard, (q.key, encode_retrieved(Retrieved(q.image_id, q.tags, ids, sims.astype(np.float32), texts)))
+        yield q, Retrieved(q.image_id, q.tags, ids, sims.astype(np.float32), texts)
+
+
+class AddPhrases(beam.DoFn):
+    """``(TagQuery, Retrieved)`` → ``(shard, (key, members))`` with what μ-VLA's region–phrase objective
+    needs: the spaCy noun phrases of each retrieved sentence (the label pipeline's extractor and
+    filters), their MiniLM embeddings, each tag's embedding and each region's tag index.
+
+    Texts are embedded one at a time and cached per worker, so the output does not depend on the
+    worker count or on which images share a worker.
+    """
+
+    def __init__(self, model_dir: str, spacy_model: str = "", torch_threads: int = 1):
+        self.model_dir, self.spacy_model, self.torch_threads = model_dir, spacy_model, torch_threads
+
+    def setup(self):
+        import torch
+
+        from pipelines.stages.phrases import PhraseConfig, PhraseExtractor
+        from pipelines.teachers.tag_similarity import SentenceEncoder
+
+        torch.set_num_threads(self.torch_threads)
+        self.encoder = SentenceEncoder(self.model_dir)
+        self.extractor = PhraseExtractor(PhraseConfig(spacy_model=self.spacy_model) if self.spacy_model else PhraseConfig()).load()
+        self.emb: dict[str, np.ndarray] = {}
+        self.phr: dict[str, list[list[int]]] = {}
+
+    def _embed(self, text: str) -> np.ndarray:
+        if text not in self.emb:
+            self.emb[text] = self.encoder.encode([text])[0].astype(np.float32)
+        return self.emb[text]
+
+    def _phrases(self, text: str) -> list[list[int]]:
+        if text not in self.phr:
+            self.phr[text] = [[p.start, p.end] for p in self.extractor.extract([text])[0]]
+        return self.phr[text]
+
+    def process(self, item: tuple[TagQuery, Retrieved]):
+        q, r = item
+        r.phrases = [self._phrases(t) for t in r.texts]
+        spans = [t[a:b] for t, ps in zip(r.texts, r.phrases) for a, b in ps]
+        dim = self._embed(q.tags[0]).shape[0]
+        r.phrase_emb = np.stack([self._embed(s) for s in spans]).astype(np.float16) if spans else np.zeros((0, dim), np.float16)
+        r.tag_emb = np.stack([self._embed(t) for t in q.tags]).astype(np.float16)
+        r.region_tag = q.region_tag
+        yield q.shard, (q.key, encode_retrieved(r))
 
 
 # ---------------------------------------------------------------------------------------------

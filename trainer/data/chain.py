@@ -55,7 +55,11 @@ def sampler_config(cfg: TrainConfig) -> SamplerConfig:
 
 
 def epoch_batches(cfg: TrainConfig, tokenizer, shards: list[str], epoch: int, rank: int = 0, worker: int = 0) -> Iterator[dict]:
-    """The whole chain over one worker's shards of one epoch."""
+    """The whole chain over one worker's shards of one epoch (μ-VLA: :mod:`trainer.data.unpaired`'s chain)."""
+    if cfg.method == "mu_vla":
+        from trainer.data.unpaired import unpaired_batches
+
+        return unpaired_batches(cfg, tokenizer, shards, epoch, rank, worker)
     skips = SkipCounter(cfg.bad_input)
     special = set(tokenizer.all_special_ids)
     src: Iterable[dict] = ({"url": s} for s in shards)

@@ -1,7 +1,10 @@
-"""Pre-training model = encoder (single- or dual-stream) + the four heads.
+"""Pre-training model = encoder (single- or dual-stream) + the four heads (+ μ-VLA's two).
 
 ``PretrainModel.forward(batch)`` returns the logits the losses need; it is the one place to read
-what each head sees.
+what each head sees. It also returns the encoder's ``token_states`` and ``region_states`` (partial OT
+aligns them). With ``mu_vla_heads`` it has a masked-region-feature-regression head
+(``region_feat_pred`` at the masked regions) and a region-to-token head (``r2t_logits`` at the
+regions a batch names in ``r2t_pos``); other methods' checkpoints do not have these weights.
 """
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ from torch import nn
 
 from trainer.config import TrainConfig
 from trainer.models.dual_stream import DualStreamEncoder
-from trainer.models.heads import GroundingHead, ITMHead, MLMHead, RegionClassHead
+from trainer.models.heads import GroundingHead, ITMHead, MLMHead, RegionClassHead, RegionFeatureHead, RegionTokenHead
 from trainer.models.single_stream import SingleStreamEncoder
 from trainer.data.text import local_bert_dir
 
 
 class PretrainModel(nn.Module):
-    def __init__(self, encoder: nn.Module, num_classes: int, phrase_repr: str = "lstm"):
+    def __init__(self, encoder: nn.Module, num_classes: int, phrase_repr: str = "lstm", feat_dim: int = 0, mu_vla_heads: bool = False):
         super().__init__()
         self.encoder = encoder
         t, v = encoder.text_dim, encoder.visual_dim
@@ -24,6 +27,8 @@ class PretrainModel(nn.Module):
         self.region_cls = RegionClassHead(v, num_classes)
         self.itm = ITMHead(t, v, max(t, v))
         self.grounding = GroundingHead(t, v, min(t, v), phrase_repr)
+        self.region_feat = RegionFeatureHead(v, feat_dim) if mu_vla_heads else None
+        self.region_token = RegionTokenHead(v, encoder.bert.embeddings.word_embeddings) if mu_vla_heads else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         enc = self.encoder(batch["input_ids"], batch["text_mask"], batch["feat"], batch["boxes"], batch["region_mask"])
@@ -31,14 +36,22 @@ class PretrainModel(nn.Module):
         # the vocabulary projection runs on ~15% of the tokens, and no boolean mask syncs the host.
         text = enc.text.reshape(-1, enc.text.shape[-1])
         regions = enc.regions.reshape(-1, enc.regions.shape[-1])
-        return {
+        masked_regions = regions.index_select(0, batch["mrc_pos"])
+        out = {
             "mlm_logits": self.mlm(text.index_select(0, batch["mlm_pos"])),  # [M, V], M = masked tokens in the batch
-            "region_logits": self.region_cls(regions.index_select(0, batch["mrc_pos"])),  # [Rm, C]
+            "region_logits": self.region_cls(masked_regions),  # [Rm, C]
             "itm_logit": self.itm(enc.text[:, 0], enc.image),  # [B]
             "gnd_logit": self.grounding(  # [B, K]
                 enc.text, enc.regions, batch["pair_start"], batch["pair_end"], batch["pair_region"], batch.get("pair_width")
             ),
+            "token_states": enc.text,  # [B, T, Ht]
+            "region_states": enc.regions,  # [B, R, Hv]
         }
+        if self.region_feat is not None:
+            out["region_feat_pred"] = self.region_feat(masked_regions)  # [Rm, D]
+        if self.region_token is not None and "r2t_pos" in batch:
+            out["r2t_logits"] = self.region_token(regions.index_select(0, batch["r2t_pos"]))  # [P, V]
+        return out
 
 
 def build_text_encoder(cfg: TrainConfig, vocab_size: int) -> nn.Module:
@@ -70,4 +83,4 @@ def build_model(cfg: TrainConfig, feat_dim: int, num_classes: int, vocab_size: i
         encoder = DualStreamEncoder(
             bert, feat_dim, cfg.v_hidden_size, cfg.v_layers, cfg.co_layers, cfg.num_heads, cfg.location, cfg.dropout
         )
-    return PretrainModel(encoder, num_classes, cfg.phrase_repr)
+    return PretrainModel(encoder, num_classes, cfg.phrase_repr, feat_dim, mu_vla_heads=cfg.method == "mu_vla")

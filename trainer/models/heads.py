@@ -36,6 +36,30 @@ class RegionClassHead(nn.Module):
         return self.net(h)
 
 
+class RegionFeatureHead(nn.Module):
+    """Masked region feature regression (UNITER's MRFR): a region state → its detector feature vector."""
+
+    def __init__(self, dim: int, feat_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(Transform(dim), nn.Linear(dim, feat_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [..., Hv] → [..., D]
+        return self.net(h)
+
+
+class RegionTokenHead(nn.Module):
+    """μ-VLA's region-to-token classification: a region state → logits over the word vocabulary,
+    through the (tied) word embeddings, after projecting the visual width to the text width."""
+
+    def __init__(self, v_dim: int, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.proj = nn.Linear(v_dim, word_embeddings.weight.shape[1])
+        self.mlm = MLMHead(word_embeddings)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [M, Hv] → [M, V]
+        return self.mlm(self.proj(h))
+
+
 class ITMHead(nn.Module):
     """ViLBERT's fusion: tanh-pooled [CLS] ⊙ tanh-pooled [IMG] → one matching logit."""
 

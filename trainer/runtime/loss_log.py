@@ -67,8 +67,9 @@ class LossLog:
         last = recs[-1]
         for k in ("loss", *TERMS, "lr", "grad_norm", "samples_per_s"):
             self.writer.add_scalar(f"train/{k}", last[k], last["step"])
-        log.info("step %d loss %.4f word %.3f img %.3f align %.3f gnd %.3f | %.1f samples/s",
-                 last["step"], last["loss"], last["word"], last["img"], last["align"], last["gnd"], rate)
+        # The paired terms always; another method's terms (partial OT, μ-VLA) when they have items.
+        shown = " ".join(f"{t} {last[t]:.3f}" for t in TERMS if t in ("word", "img", "align", "gnd") or last[t] != 0)
+        log.info("step %d loss %.4f %s | %.1f samples/s", last["step"], last["loss"], shown, rate)
         if self.progress is not None:
             self.progress.update(len(recs))
             self.progress.set_postfix(loss=f"{last['loss']:.3f}", samples_s=f"{rate:.1f}")

@@ -1,0 +1,291 @@
+"""The alignment methods side by side (issue #14): same images, encoder, steps and fine-tuning; REC accuracy.
+
+    python -m trainer.experiment.compare --work runs/compare                       # = make compare
+    python -m trainer.experiment.compare --work W --seeds 0,1 --pretrain-steps 300  # smaller
+
+| method | pre-training data | ``trainer.train --method`` |
+|---|---|---|
+| ``none`` | captions paired with images, no alignment loss | ``none`` |
+| ``ssga`` | + the teacher's pseudo labels (grounding loss) | ``ssga`` |
+| ``mu_vla`` | the same images and the same captions **with the pairing removed**: the retrieval stage pairs each image with the top-K captions by tag-sentence similarity | ``mu_vla`` (+ ``--retrieval``) |
+| ``partial_ot`` | captions paired with images, partial OT between token and region states (no teacher) | ``partial_ot`` |
+| ``ssga+partial_ot`` | pseudo labels + partial OT | ``ssga+partial_ot`` |
+
+Every method pre-trains for the same number of steps at the same batch size (μ-VLA's batch is that many
+images, each seen as up to three views) and is fine-tuned on REC with the same settings; the grid's
+statistics give mean ± s.e. over seeds and each method's gain over ``none`` paired by seed, with the
+grid's 2-s.e. rule. Costs: the label pipeline's and the retrieval stage's wall time, and each
+method's training time per step (from ``losses.jsonl``).
+
+Data and runs are built with the grid's helpers (:mod:`trainer.experiment.corpus`, ``jobs``) and
+reused on a re-run only when their settings are the same (``spec.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.experiment.config import ExperimentConfig
+from trainer.experiment.corpus import Data, build_once, make_corpus, make_labels, make_regions, run_logged
+from trainer.experiment.jobs import _run_all, finetune_cmd, needs_run
+from trainer.experiment.stats import collect, gains_by_seed
+
+log = logging.getLogger("trainer.experiment")
+
+METHODS = ("none", "ssga", "mu_vla", "partial_ot", "ssga+partial_ot")
+LABELS = {
+    "none": "no alignment loss",
+    "ssga": "SSGA grounding loss (pseudo labels)",
+    "mu_vla": "μ-VLA (unpaired, retrieval-built pairs, curriculum)",
+    "partial_ot": "GroundedBERT partial OT (no teacher)",
+    "ssga+partial_ot": "SSGA + partial OT",
+}
+
+
+@dataclass
+class CompareConfig:
+    work: str = "runs/compare"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    corpus_seed: int = 0
+    pretrain_images: int = 400
+    rec_images: int = 250
+    feature_dim: int = 64
+    teacher: str = "simulated"
+    teacher_args: list[str] = field(default_factory=lambda: ["miss_rate=0.2", "false_rate=0.3"])
+    pretrain_steps: int = 1500
+    pretrain_batch: int = 16
+    pretrain_lr: float = 5e-4
+    finetune_steps: int = 400
+    finetune_batch: int = 32
+    finetune_lr: float = 1e-3
+    finetune_head: str = "grounding"
+    hidden_size: int = 128
+    num_layers: int = 2
+    model: str = "single"
+    top_k: int = 5  # retrieved sentences per image (μ-VLA)
+    pot_mass: float = 0.5  # partial OT's transported mass fraction s
+    lambda_pot: float = 1.0
+    mu_switch: tuple[float, float] = (1 / 3, 2 / 3)  # μ-VLA curriculum: region–phrase and image–sentence join at these shares of the steps
+    jobs: int = 2
+    device: str = "auto"
+
+    def grid(self) -> ExperimentConfig:
+        """The grid's config for its data helpers (corpus seed, teacher, jobs)."""
+        return ExperimentConfig(work=self.work, corpus_seed=self.corpus_seed, teacher=self.teacher, teacher_args=list(self.teacher_args),
+                                jobs=self.jobs, feature_dim=self.feature_dim, pretrain_images=self.pretrain_images, rec_images=self.rec_images,
+                                finetune_steps=self.finetune_steps, finetune_batch=self.finetune_batch, finetune_lr=self.finetune_lr,
+                                finetune_head=self.finetune_head, device=self.device)
+
+
+def unpaired_sentences(captions_tsv: Path, out: Path, seed: int) -> Path:
+    """The corpus's captions, one per line, in a seeded order: the same sentences, the pairing removed."""
+    texts = [line.split("\t")[0].strip() for line in captions_tsv.read_text().splitlines() if "\t" in line]
+    order = np.random.default_rng([seed, 0x5E7]).permutation(len(texts))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(texts[i] + "\n" for i in order))
+    return out
+
+
+def make_retrieval(corpus: Data, regions: Data, out: Path, cfg: CompareConfig, logs: Path) -> Data:
+    spec = {"product": "retrieval", "top_k": cfg.top_k, "sentences": {"captions": "all", "shuffle_seed": cfg.corpus_seed}, "regions": regions.spec}
+
+    def build() -> None:
+        sentences = unpaired_sentences(corpus.path / "captions.tsv", out.parent / "unpaired_sentences.txt", cfg.corpus_seed)
+        run_logged([sys.executable, "-m", "pipelines.retrieval", "--regions", str(regions.path), "--sentences", str(sentences),
+                    "--objects-vocab", str(corpus.path / "objects_vocab.txt"), "--out", str(out), "--top-k", str(cfg.top_k),
+                    "--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={max(1, min(cfg.jobs, os.cpu_count() or 1))}"],
+                   logs / f"{out.name}.log")
+
+    build_once(out, spec, lambda: (out / "_MANIFEST.json").exists(), build)
+    return Data(out, spec)
+
+
+def retrieval_recall(corpus: Data, retrieval: Data) -> dict[str, Any]:
+    """Recall@K of each image's true caption among its retrieved sentences, beside chance (the stage's own evaluator, as a CLI)."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "pipelines.retrieval.evaluate", "--retrieval", str(retrieval.path), "--captions",
+                        str(corpus.path / "captions.tsv")], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def pretrain_cmd(cfg: CompareConfig, method: str, regions: Path, labels: Path, retrieval: Path, out: Path, seed: int, threads: int) -> list[str]:
+    cmd = [sys.executable, "-m", "trainer.train", "--regions", str(regions), "--labels", str(labels), "--out", str(out), "--method", method,
+           "--steps", str(cfg.pretrain_steps), "--batch-size", str(cfg.pretrain_batch), "--lr", str(cfg.pretrain_lr),
+           "--warmup-steps", str(max(1, cfg.pretrain_steps // 10)), "--seed", str(seed), "--model", cfg.model,
+           "--hidden-size", str(cfg.hidden_size), "--num-layers", str(cfg.num_layers), "--lambda-gnd", "20", "--phrase-repr", "lstm", "--location", "5d",
+           "--num-workers", "0", "--cpu-threads", str(threads), "--ckpt-every", str(max(1, cfg.pretrain_steps)), "--keep-ckpts", "1",
+           "--log-every", "50", "--progress", "false", "--device", cfg.device]
+    if "partial_ot" in method:
+        cmd += ["--pot-mass", str(cfg.pot_mass), "--lambda-pot", str(cfg.lambda_pot)]
+    if method == "mu_vla":
+        a, b = (int(round(f * cfg.pretrain_steps)) for f in cfg.mu_switch)
+        cmd += ["--retrieval", str(retrieval), "--mu-region-phrase-at", str(a), "--mu-image-sentence-at", str(b)]
+    return cmd
+
+
+def seconds_per_step(run: Path) -> float:
+    """Median training time per step from ``losses.jsonl`` (examples / samples-per-second of each logged window)."""
+    rows = [json.loads(x) for x in (run / "losses.jsonl").read_text().splitlines() if x.strip()]
+    per = [r["examples"] / r["samples_per_s"] for r in rows if r.get("samples_per_s")]
+    return float(statistics.median(per)) if per else float("nan")
+
+
+def _timed(fn) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    return fn(), time.perf_counter() - t0
+
+
+def summarise(rows: list[dict], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Per method: accuracy mean ± s.e. over seeds, and the gain over ``none`` paired by seed (mean ± s.e.)
+    with the grid's rule: BETTER / WORSE when beyond 2 s.e., NOT SHOWN otherwise."""
+    out = {}
+    for m in methods:
+        acc = [r["mean_acc"] for r in sorted(rows, key=lambda r: r["seed"]) if r["variant"] == m]
+        g = list(gains_by_seed(rows, m, 1.0, 1.0).values()) if m != "none" else []
+        se = lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
+        s = {"n": len(acc), "acc": float(np.mean(acc)) if acc else float("nan"), "acc_se": se(acc), "acc_by_seed": acc,
+             "swapped": float(np.mean([r["mean_acc_swapped_text"] for r in rows if r["variant"] == m])) if acc else float("nan")}
+        if g:
+            s.update(gain=float(np.mean(g)), gain_se=se(g))
+            s["verdict"] = ("INCONCLUSIVE (fewer than two seeds)" if not np.isfinite(s["gain_se"]) else "BETTER" if s["gain"] > 2 * s["gain_se"]
+                            else "WORSE" if s["gain"] < -2 * s["gain_se"] else "NOT SHOWN")
+        out[m] = s
+    return out
+
+
+def write_report(cfg: CompareConfig, summary: dict, costs: dict, path: Path, command: str) -> Path:
+    pct = lambda x: "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"  # noqa: E731
+    lines = ["# Alignment methods compared: REC accuracy at matched steps and data (synthetic corpus)", "",
+             f"Command: `{command}`  ",
+             f"Pre-training: {cfg.pretrain_images} images, {cfg.pretrain_steps} steps × batch {cfg.pretrain_batch}, lr {cfg.pretrain_lr:g}; "
+             f"{cfg.model}-stream, hidden {cfg.hidden_size}, {cfg.num_layers} layers. Fine-tuning (REC): {cfg.rec_images} disjoint images, "
+             f"{cfg.finetune_steps} steps × batch {cfg.finetune_batch}, lr {cfg.finetune_lr:g}, `{cfg.finetune_head}` head. "
+             f"Teacher `{cfg.teacher}` ({' '.join(cfg.teacher_args)}); partial OT s = {cfg.pot_mass:g}, λ_pot = {cfg.lambda_pot:g}; "
+             f"μ-VLA top-{cfg.top_k} retrieval, curriculum switches at steps "
+             f"{int(round(cfg.mu_switch[0] * cfg.pretrain_steps))} (+ region–phrase) and {int(round(cfg.mu_switch[1] * cfg.pretrain_steps))} (+ image–sentence). "
+             f"Seeds {', '.join(map(str, cfg.seeds))}.", "",
+             "Accuracy (%) = top-scored proposal with IoU ≥ 0.5, mean of val/testA/testB; ± = 1 s.e. over seeds. Gain over `none` paired by seed; "
+             "verdict BETTER/WORSE beyond 2 s.e. Swapped text: accuracy when the expression names another object (lower = the model reads the text).", "",
+             "| method | REC acc. | per seed | gain over `none` (pts) | verdict | swapped text | train s/step |", "|---|---|---|---|---|---|---|"]
+    for m in cfg.methods:
+        s = summary[m]
+        gain = f"{100 * s['gain']:+.1f} ± {100 * s['gain_se']:.1f}" if "gain" in s else "–"
+        lines.append(f"| {LABELS[m]} (`{m}`) | {pct(s['acc'])} ± {pct(s['acc_se'])} | {' / '.join(pct(a) for a in s['acc_by_seed'])} | {gain} | "
+                     f"{s.get('verdict', '–')} | {pct(s['swapped'])} | {costs['s_per_step'].get(m, float('nan')):.3f} |")
+    lines += ["", f"Costs: label pipeline (teacher `{cfg.teacher}`) {costs['labels_s']:.0f} s (SSGA and SSGA + partial OT need it); retrieval stage "
+              f"(MiniLM tag sentences + sentences, top-{cfg.top_k}, spaCy phrases) {costs['retrieval_s']:.0f} s (μ-VLA needs it); "
+              "`none` and partial OT need neither. "
+              f"μ-VLA's weak pairs: the true caption is among an image's top {costs['retrieval_recall']['k']} for "
+              f"{100 * costs['retrieval_recall']['recall']:.1f} % of the captions (chance {100 * costs['retrieval_recall']['random']:.1f} %). Data times are of the invocation that built them. "
+              "Training time per step is the median over logged windows on this machine, runs sharing its cores.", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def run_compare(cfg: CompareConfig, command: str = "") -> Path:
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
+    if "none" not in cfg.methods:
+        raise ValueError("the comparison needs the method 'none' (gains are measured over it)")
+    work = Path(cfg.work)
+    data, logs = work / "data", work / "logs"
+    grid = cfg.grid()
+    threads = max(1, (os.cpu_count() or 1) // max(1, cfg.jobs))
+    pre_corpus = make_corpus(data / "pretrain_corpus", cfg.pretrain_images, cfg.corpus_seed, cfg.feature_dim, logs)
+    rec_corpus = make_corpus(data / "rec_corpus", cfg.rec_images, cfg.corpus_seed + 1, cfg.feature_dim, logs)
+    pre_regions = make_regions(pre_corpus, data / "pretrain_regions", logs)
+    rec_regions = make_regions(rec_corpus, data / "rec_regions", logs)
+    labels, labels_s = _timed(lambda: make_labels(pre_corpus, pre_regions, 1.0, data / "labels_full", grid, logs))
+    retrieval, retrieval_s = _timed(lambda: make_retrieval(pre_corpus, pre_regions, data / "retrieval", cfg, logs))
+    recall = retrieval_recall(pre_corpus, retrieval)
+
+    pre_jobs = []
+    for m in cfg.methods:
+        for s in cfg.seeds:
+            out = work / "pretrain" / f"{m.replace('+', '_')}_s{s}"
+            cmd = pretrain_cmd(cfg, m, pre_regions.path, labels.path, retrieval.path, out, s, threads)
+            done = (out / "latest.json").exists() and json.loads((out / "latest.json").read_text()).get("step") == cfg.pretrain_steps
+            if needs_run(cmd, work, out, done, data={"labels": labels.spec, "retrieval": retrieval.spec}):
+                pre_jobs.append((cmd, out / "run.log"))
+    _run_all(pre_jobs, cfg.jobs, "pretrain")
+
+    ft_jobs, runs = [], []
+    rec_data = {"corpus": rec_corpus.spec, "regions": rec_regions.spec}
+    for m in cfg.methods:
+        for s in cfg.seeds:
+            init = work / "pretrain" / f"{m.replace('+', '_')}_s{s}"
+            out = work / "finetune" / f"{m.replace('+', '_')}_s{s}"
+            runs.append({"variant": m, "pretrain_fraction": 1.0, "finetune_fraction": 1.0, "seed": s, "dir": out})
+            cmd = finetune_cmd(grid, str(init), rec_corpus.path / "refer", rec_regions.path, out, 1.0, s, threads)
+            if needs_run(cmd, work, out, (out / "results.json").exists(), init, data=rec_data):
+                ft_jobs.append((cmd, out / "run.log"))
+    _run_all(ft_jobs, cfg.jobs, "finetune")
+
+    rows = collect(runs)
+    summary = summarise(rows, cfg.methods)
+    previous = work / "compare.json"
+    if previous.exists() and max(labels_s, retrieval_s) < 1.0:  # data reused: keep the times of the invocation that built it
+        old = json.loads(previous.read_text())["costs"]
+        labels_s, retrieval_s = old["labels_s"], old["retrieval_s"]
+    costs = {"labels_s": labels_s, "retrieval_s": retrieval_s, "retrieval_recall": recall,
+             "s_per_step": {m: float(np.mean([seconds_per_step(work / "pretrain" / f"{m.replace('+', '_')}_s{s}") for s in cfg.seeds])) for m in cfg.methods}}
+    (work / "compare.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "costs": costs}, indent=2, sort_keys=True) + "\n")
+    return write_report(cfg, summary, costs, work / "compare.md", command)
+
+
+def parse_args(argv: list[str] | None = None) -> CompareConfig:
+    d = CompareConfig()
+    ap = argparse.ArgumentParser(prog="python -m trainer.experiment.compare", description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default=d.work)
+    ap.add_argument("--methods", default=",".join(d.methods), help=f"comma list of {list(METHODS)}")
+    ap.add_argument("--seeds", default=",".join(map(str, d.seeds)))
+    for name in ("corpus_seed", "pretrain_images", "rec_images", "feature_dim", "pretrain_steps", "pretrain_batch", "finetune_steps",
+                 "finetune_batch", "hidden_size", "num_layers", "top_k", "jobs"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    for name in ("pretrain_lr", "finetune_lr", "pot_mass", "lambda_pot"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    ap.add_argument("--mu-switch", default=",".join(f"{x:.4g}" for x in d.mu_switch),
+                    help="μ-VLA curriculum: shares of the steps where region–phrase and image–sentence join (default %(default)s)")
+    ap.add_argument("--teacher", default=d.teacher)
+    ap.add_argument("--teacher-arg", action="append", default=None, metavar="K=V")
+    ap.add_argument("--finetune-head", default=d.finetune_head, choices=("grounding", "linear"))
+    ap.add_argument("--model", default=d.model, choices=("single", "dual"))
+    ap.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
+    a = ap.parse_args(argv)
+    switch = tuple(float(x) for x in a.mu_switch.split(","))
+    if len(switch) != 2 or not 0 <= switch[0] <= switch[1] <= 1:
+        ap.error(f"--mu-switch needs two shares 0 <= a <= b <= 1, got {a.mu_switch!r}")
+    values = {k: getattr(a, k) for k in vars(a) if k not in ("methods", "seeds", "mu_switch", "teacher_arg")}
+    teacher_args = a.teacher_arg if a.teacher_arg is not None else (d.teacher_args if a.teacher == "simulated" else [])
+    return CompareConfig(**values, methods=[m for m in a.methods.split(",") if m], seeds=[int(s) for s in a.seeds.split(",") if s],
+                         mu_switch=switch, teacher_args=teacher_args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_args(args)
+        md = run_compare(cfg, shlex.join(["python", "-m", "trainer.experiment.compare", *args]))
+    except ValueError as e:
+        log.error("%s", e)
+        raise SystemExit(2) from None
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
