@@ -53,7 +53,7 @@ def dask_runs(cfg, workers: tuple[int, ...] = (1, 2)) -> dict[int, dict]:
     out = {}
     for n in workers:
         t0 = time.perf_counter()
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cluster:
             start = time.perf_counter() - t0
             t0 = time.perf_counter()
             m = run_labels(cfg(f"dask{n}"), ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"])

@@ -19,6 +19,7 @@ label DAG and region ingest with bad input (every stage file, dead letters inclu
 the DirectRunner's), side inputs, a shared upstream step running once, and one-line refusals.
 """
 import hashlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def test_portable_runner_label_shards_are_byte_identical_to_the_direct_runners(c
 @pytest.fixture(scope="module")
 def cluster():
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+    # silence_logs: the in-process scheduler would log at INFO into a capture stream an earlier test closed
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR) as cl:
         yield cl
         while True:  # Beam's runner never closes its clients: close them before the cluster goes, or they retry to connect
             try:
