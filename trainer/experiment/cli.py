@@ -59,11 +59,13 @@ import sys
 from trainer.experiment.config import DEFAULT_TASKS, TASKS, VARIANTS, ExperimentConfig, check_tasks
 from trainer.experiment.jobs import run_grid
 
-# The resolving size, from the power calculation on the CPU grid's measured REC seed variance (3 seeds,
-# trainer/README.md "What the grid shows": growth s.e. 5.6 / 5.3 / 4.3 pts → sd 9.7 / 9.2 / 7.4 pts per
-# seed, evaluation n = 426 expressions): 87–96 seeds at n, within 10 % of the infinite-evaluation floor;
-# 96 seeds at twice the downstream corpus covers every axis. Any flag given beside --gpu overrides it.
-GPU_PRESET = {"seeds": list(range(96)), "rec_images": 500, "device": "cuda", "jobs": 8}
+# The resolving size: the power calculation (stats.seeds_needed) on the CPU grid's measured REC seed variance
+# (3 seeds, trainer/README.md "What the grid shows": growth s.e. 5.6 / 5.3 / 4.3 pts, so s.d. 9.7 / 9.2 / 7.4 pts
+# per seed, at n = 426 evaluation expressions from 250 downstream images) asks for 95 / 85 / 56 seeds at n and
+# at most 86 at 4 n (the largest size any axis recommends): 86 seeds, 1,000 downstream images. VQA's seed
+# variance at the default size is not measured yet; its first --gpu run's power table says whether it needs more.
+# Any flag given beside --gpu overrides these.
+GPU_PRESET = {"seeds": list(range(86)), "rec_images": 1000, "device": "cuda", "jobs": 8}
 PRESETS = {"cpu": {}, "gpu": GPU_PRESET}
 
 
