@@ -139,7 +139,11 @@ def verdict(rows: list[dict], cfg: ExperimentConfig, key: str = "mean_acc") -> t
     ff_big, ff_small = max(cfg.finetune_fractions), min(cfg.finetune_fractions)
     full = (pf_big, ff_big)
     axes = {"pre-training": (pf_small, ff_big), "fine-tuning": (pf_big, ff_small), "both": (pf_small, ff_small)}
-    axes = {k: cell for k, cell in axes.items() if cell != full}
+    seen = {full}
+    for k, cell in list(axes.items()):  # a grid with one pre-training (or fine-tuning) fraction: "both" is the other axis again
+        if cell in seen:
+            del axes[k]
+        seen.add(cell)
     if "none" not in cfg.variants or not grounding or not axes:
         return "not testable with this grid (needs 'none', a grounding variant and two data sizes)", {}
     nums, lines = {}, []
