@@ -10,7 +10,7 @@ task independent, so it is run once) on its data over the downstream corpus's sc
 task's published layout by its generator (``pipelines.synthetic.TASK``): REC (RefCOCO+ protocol),
 VQA 2.0 (official accuracy), VCR (Q→AR), NLVR2 (accuracy), SNLI-VE (accuracy). The default is REC and
 VQA because together they fit the CPU budget (60 minutes on a quiet 2-core machine); VCR, NLVR2 and
-SNLI-VE each add about another 15–25 minutes there (VCR scores 8 encodings per example).
+SNLI-VE each add 36 more fine-tunings, roughly 15–25 minutes there (a guess, not timed at these settings).
 
 Grid: pre-training variant × pre-training data × fine-tuning data × seed, on the synthetic corpus.
 
