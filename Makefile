@@ -58,7 +58,7 @@ gallery: $(STAMP)  ## pseudo-label gallery (HTML + PNGs + loss curves) of the la
 	$(PY) -m pipelines.gallery --data $(DATA)
 
 .PHONY: experiment
-experiment: $(STAMP)  ## data-efficiency grid: REC accuracy, grounding variants x pre-train/fine-tune data 1 and 1/8 (ARGS="--seeds 0,1 --finetune-head linear ...")
+experiment: $(STAMP)  ## data-efficiency grid: REC and VQA side by side, grounding variants x pre-train/fine-tune data 1 and 1/8 (ARGS="--tasks rec,vqa,vcr,nlvr2,snli_ve", "--gpu", "--seeds 0,1,2 ...")
 	$(PY) -m trainer.experiment --work runs/experiment $(ARGS)
 
 .PHONY: compare

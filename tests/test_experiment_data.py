@@ -56,6 +56,11 @@ def fake_cli(cmd: list[str], log_file: Path) -> None:
                                                  "stats": {"images": 8, "images_without_captions": 8 - images, "phrases": 2 * images, "positive_pairs": 3 * images}})
     elif module == "trainer.train":
         (out / "latest.json").write_text(json.dumps({"step": int(_arg(cmd, "--steps"))}))
+    elif module == "pipelines.synthetic.vqa":
+        out.mkdir(parents=True)
+        (out / "_MANIFEST.json").write_text(json.dumps({"kind": "vqa", "corpus": _arg(cmd, "--corpus")}))
+    elif module == "trainer.finetune_vqa":
+        (out / "results.json").write_text(json.dumps({"accuracy": {"overall": 40.0, "per_answer_type": {"yes/no": 60.0}, "n": 10}}))
     elif module == "trainer.finetune_rec":
         split = {"acc": 0.5, "acc_strict": 0.5, "oracle": 0.9, "by_need": {}, "acc_swapped_text": 0.2}
         (out / "results.json").write_text(json.dumps({"train_expressions": 10, "train_acc": 0.6, "splits": {s: split for s in EVAL_SPLITS}}))
@@ -78,7 +83,7 @@ def launches(monkeypatch):
 
 
 def grid(work: Path, **kw) -> ExperimentConfig:
-    base = dict(work=str(work), variants=["none", "phrase"], pretrain_fractions=[1.0, 0.5], finetune_fractions=[1.0], seeds=[0],
+    base = dict(work=str(work), tasks=["rec"], variants=["none", "phrase"], pretrain_fractions=[1.0, 0.5], finetune_fractions=[1.0], seeds=[0],
                 scratch=False, pretrain_images=8, rec_images=8, pretrain_steps=2, finetune_steps=2, jobs=1)
     return ExperimentConfig(**{**base, **kw})
 
@@ -139,6 +144,24 @@ def test_changed_image_count_seed_or_width_rebuilds_the_corpus(tmp_path, launche
     assert _modules(launches).count("trainer.train") == (4 if "pretrain_corpus" in rebuilt else 0)
     if "pretrain_images" in change:
         assert json.loads((work / "data" / "pretrain_corpus" / "_MANIFEST.json").read_text())["num_images"] == 16
+
+
+def test_task_data_is_made_once_from_the_downstream_corpus_and_rebuilt_with_it(tmp_path, launches):
+    """VQA's data is generated over the downstream corpus (the same scenes as REC), reused, and rebuilt when the
+    corpus changes, with its runs; pre-training is shared by the tasks (run once)."""
+    work = tmp_path / "w"
+    run_grid(grid(work, tasks=["rec", "vqa"]))
+    assert ("pipelines.synthetic.vqa", "vqa") in launches
+    assert _modules(launches).count("trainer.train") == 4  # not once per task
+    assert _modules(launches).count("trainer.finetune_vqa") == _modules(launches).count("trainer.finetune_rec") == 4
+    md = (work / "results.md").read_text()
+    assert "| REC | VQA |" in md and "40.0 ± 0.0" in md
+    launches.clear()
+    run_grid(grid(work, tasks=["rec", "vqa"]))
+    assert launches == []
+    run_grid(grid(work, tasks=["rec", "vqa"], rec_images=16))
+    assert ("pipelines.synthetic.vqa", "vqa") in launches and _modules(launches).count("trainer.finetune_vqa") == 4
+    assert _modules(launches).count("trainer.train") == 0
 
 
 def test_data_without_a_spec_or_left_unfinished_is_rebuilt(tmp_path, launches):

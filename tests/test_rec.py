@@ -317,7 +317,7 @@ def test_experiment_micro_grid(tmp_path):
     from trainer.experiment.cli import main
 
     work = tmp_path / "exp"
-    main(["--work", str(work), "--variants", "phrase", "--pretrain-fractions", "1", "--finetune-fractions", "1,0.5", "--seeds", "0",
+    main(["--work", str(work), "--tasks", "rec", "--variants", "phrase", "--pretrain-fractions", "1", "--finetune-fractions", "1,0.5", "--seeds", "0",
           "--no-scratch", "--pretrain-images", "12", "--rec-images", "16", "--pretrain-steps", "2", "--pretrain-batch", "4",
           "--finetune-steps", "2", "--finetune-batch", "4", "--hidden-size", "32", "--num-layers", "1", "--jobs", "2"])
     with open(work / "results.csv") as f:

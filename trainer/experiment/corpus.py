@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schemas.discovery import shard_dir  # the published output: a stage's CURRENT, never a killed run's leftovers
-from trainer.experiment.config import ExperimentConfig
+from trainer.experiment.config import TASKS, ExperimentConfig
 
 log = logging.getLogger("trainer.experiment")
 
@@ -87,6 +87,23 @@ def make_corpus(out: Path, num_images: int, seed: int, feature_dim: int, logs: P
     build_once(out, spec, lambda: (out / "_MANIFEST.json").exists(), lambda: run_logged(
         [sys.executable, "-m", "pipelines.synthetic", "--out", str(out), "--num-images", str(num_images), "--seed", str(seed),
          "--feature-dim", str(feature_dim)], logs / f"{out.name}.log"))
+    return Data(out, spec)
+
+
+def make_task_data(task: str, corpus: Data, data_root: Path, logs: Path) -> Data:
+    """Task ``task``'s downstream data over ``corpus``'s scenes, in the task's published layout.
+
+    REC's REFER files come with the corpus (``corpus/refer``); the other tasks' are written by their
+    generator (``python -m pipelines.synthetic.TASK --corpus CORPUS``) into ``data_root/TASK``, rebuilt
+    when the generator's arguments or the corpus change (the spec holds both).
+    """
+    t = TASKS[task]
+    if not t.generator:
+        return Data(corpus.path / "refer", {"product": f"{task} data", "corpus": corpus.spec})
+    out = data_root / task
+    spec = {"product": f"{task} data", "generator": t.generator, "args": list(t.generator_args), "corpus": corpus.spec}
+    build_once(out, spec, lambda: (out / "_MANIFEST.json").exists(), lambda: run_logged(
+        [sys.executable, "-m", t.generator, "--out", str(out), "--corpus", str(corpus.path), *t.generator_args], logs / f"{task}_data.log"))
     return Data(out, spec)
 
 
