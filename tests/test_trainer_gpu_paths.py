@@ -224,3 +224,23 @@ def test_bench_counts_bert_base_flops_close_to_the_analytic_formula():
     masked = batch["mlm_pos"].numel() / 4
     assert 38e9 < counted < 46e9  # about 43 GFLOP per sample, as the issue states
     assert counted == pytest.approx(analytic_flops(cfg, 36, 36, masked, VOCAB), rel=0.1)
+
+
+def test_a_checkpoint_with_several_ties_is_byte_identical_each_time(tmp_path):
+    """safetensors writes its metadata map in hash order: several tie entries made two identical
+    checkpoints differ in their header (a μ-VLA model ties the MLM and region-to-token decoders)."""
+    from trainer.runtime.checkpoint import save_checkpoint
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(5, 3)
+            self.heads = torch.nn.ModuleList(torch.nn.Linear(3, 5, bias=False) for _ in range(6))
+            for h in self.heads:
+                h.weight = self.emb.weight
+
+    torch.manual_seed(0)
+    model = Tied()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    files = [(save_checkpoint(tmp_path / f"r{i}", 1, model, opt, {}) / "model.safetensors").read_bytes() for i in range(6)]
+    assert all(f == files[0] for f in files)

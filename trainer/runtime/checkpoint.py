@@ -106,7 +106,9 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tensors, ties = model_tensors(model)
-    save_file(tensors, str(tmp / "model.safetensors"), metadata=ties or None)
+    # One metadata entry: safetensors writes its metadata map in hash order, so several entries
+    # would make two identical checkpoints differ in their header bytes.
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"ssga.ties": json.dumps(ties, sort_keys=True)} if ties else None)
     tensors, meta = _optimizer_parts(optimizer)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     atomic.write_json(tmp / "state.json", {**state, "step": step, "optimizer": meta}, indent=2, sort_keys=True)
