@@ -153,3 +153,31 @@ def test_dual_stream_refuses_links_and_pooled_model_passes_them():
         want = model.head(enc.text[:, 0], enc.image).float()
         assert torch.equal(model({**batch, "links": links}), want)
         assert not torch.equal(model(batch), want)
+
+
+def test_metadata_read_once_per_file_and_errors_name_the_question(tmp_path):
+    import json
+
+    from trainer.tasks.vcr import VCRError
+    from trainer.tasks.vcr.data import read_question_metadata
+
+    e = _example()
+    boxes = [[i, 0, i + 1, 1, 0.9] for i in range(len(OBJECTS))]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "img.json").write_text(json.dumps({"boxes": boxes, "segms": [[]] * len(boxes), "width": 100, "height": 50}))
+    meta = read_question_metadata([e, _example(annot_id="val-1")], tmp_path)
+    assert list(meta) == ["m/img.json"] and meta["m/img.json"].boxes.shape == (len(OBJECTS), 4)
+    with pytest.raises(VCRError, match=r"annot_id val-2: metadata_fn 'm/img.json' has 13 boxes but the record lists 2 objects"):
+        read_question_metadata([e, _example(annot_id="val-2", objects=("car", "car"), question=("Why", "?"),
+                                            answer_choices=((("a",),) * 4))], tmp_path)
+    with pytest.raises(VCRError, match=r"annot_id val-0: metadata_fn .*m/img.json: no such file \(--images names"):
+        read_question_metadata([e], tmp_path / "elsewhere")
+
+
+def test_cli_flags():
+    from trainer.tasks.vcr.run import parse_args
+
+    base = ["--vcr", "V", "--regions", "R", "--out", "O"]
+    assert parse_args(base).links is True and parse_args(base).images == ""
+    cfg = parse_args([*base, "--no-links", "--images", "V/imgs"])
+    assert cfg.links is False and cfg.images == "V/imgs"

@@ -33,7 +33,11 @@ def read_question_metadata(questions: Sequence[VCRExample], images_dir: str | Pa
     out: dict[str, VCRMetadata] = {}
     for e in questions:
         if e.metadata_fn not in out:
-            out[e.metadata_fn] = read_metadata(Path(images_dir) / e.metadata_fn, len(e.objects))
+            path = Path(images_dir) / e.metadata_fn
+            if not path.is_file():
+                raise VCRError(f"annot_id {e.annot_id}: metadata_fn {path}: no such file (--images names the metadata root, "
+                               "VCR's vcr1images; --no-links runs without the boxes)")
+            out[e.metadata_fn] = read_metadata(path, len(e.objects))
         elif out[e.metadata_fn].boxes.shape[0] != len(e.objects):
             raise VCRError(f"annot_id {e.annot_id}: metadata_fn {e.metadata_fn!r} has {out[e.metadata_fn].boxes.shape[0]} boxes "
                            f"but the record lists {len(e.objects)} objects")
