@@ -33,7 +33,8 @@ def box_sine_cosine(boxes: torch.Tensor, dim: int) -> torch.Tensor:
 
 def add_linked_regions(word_emb: torch.Tensor, region_feats: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
     """``word_emb [B, T, H] + region_feats[b, links[b, t]]`` where ``links >= 0`` (``-1``: no link).
-    ``region_feats [B, R, H]`` must already be in the word-embedding size (the engine projects them)."""
+    ``region_feats [B, R, H]`` must already be in the word-embedding size (the single-stream encoder passes its
+    regions' input embeddings). VL-BERT's VCR input; links index ``region_feats``' R axis."""
     if word_emb.shape[:2] != links.shape or region_feats.shape[0] != word_emb.shape[0] or region_feats.shape[-1] != word_emb.shape[-1]:
         raise ValueError(f"shapes do not agree: word_emb {tuple(word_emb.shape)}, region_feats {tuple(region_feats.shape)}, links {tuple(links.shape)}")
     if links.numel() and int(links.max()) >= region_feats.shape[1]:
