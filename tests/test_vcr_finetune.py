@@ -36,6 +36,7 @@ def test_same_seed_same_predictions(tmp_path):
     a = run_vcr(_cfg(*data, tmp_path / "a", steps=20))
     b = run_vcr(_cfg(*data, tmp_path / "b", steps=20))
     assert b["losses"] == a["losses"] and b["accuracy"] == a["accuracy"] and a["join_key"] == "stem"
+    assert a["links"] is True and a["objects_matched_to_regions"] > 0.9  # the simulated detector's boxes cover the scene objects
     assert (tmp_path / "a" / "predictions.json").read_text() == (tmp_path / "b" / "predictions.json").read_text()
     preds = json.loads((tmp_path / "a" / "predictions.json").read_text())
     assert len(preds) == a["accuracy"]["n"] and all(set(p) == {"answer", "rationale"} for p in preds.values())
@@ -43,11 +44,13 @@ def test_same_seed_same_predictions(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_finetune_beats_the_majority_position(tmp_path):
-    """300 synthetic images (4 questions each), 1-layer 32-wide model from scratch, 1,500 steps: held-out val."""
+    """300 synthetic images (4 questions each), 1-layer 32-wide model from scratch, 1,500 steps, object references as
+    linked-region words (the default): held-out val."""
     from trainer.tasks.vcr.run import run_vcr
 
     res = run_vcr(_cfg(*write_vcr_fixture(tmp_path, 300, 4), tmp_path / "o"))
     acc, base = res["accuracy"], res["baselines"]["majority_position"]
+    assert res["links"] is True
     assert acc["n"] == base["n"] > 100
     for k in ("q2a", "qa2r", "q2ar"):
         assert acc[k] > base[k] + 5, f"{k}: {acc} vs majority {base}"

@@ -6,6 +6,10 @@ visual: [IMG] + regions embeddings → v_layers blocks ┘
 
 ViLBERT interleaves co-attention with the upper text layers; running the whole text BERT first
 keeps a pretrained checkpoint's layers intact and contiguous (a simplification we chose).
+
+``links`` (VL-BERT's linked-region words) are single-stream only: the text and visual streams have
+different widths here and no pre-trained map between them, so a dual-stream encoder refuses them and
+VCR keeps the object's tag word alone (:mod:`trainer.tasks.vcr.text`).
 """
 from __future__ import annotations
 
@@ -33,7 +37,9 @@ class DualStreamEncoder(nn.Module):
             for _ in range(co_layers)
         )
 
-    def forward(self, input_ids, text_mask, feat, boxes, region_mask) -> EncoderOutput:
+    def forward(self, input_ids, text_mask, feat, boxes, region_mask, links: torch.Tensor | None = None) -> EncoderOutput:
+        if links is not None:
+            raise ValueError("linked-region word embeddings (links) need the single-stream encoder; the dual-stream one takes tag words only")
         t = self.bert.embeddings(input_ids=input_ids)  # [B, T, Ht]
         t = self.bert.encoder(t, attention_mask=text_mask[:, None, None, :]).last_hidden_state
         v = self.visual(feat, boxes, region_mask)  # [B, 1+R, Hv]

@@ -31,6 +31,19 @@ def box_sine_cosine(boxes: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [..., 4*dim]
 
 
+def add_linked_regions(word_emb: torch.Tensor, region_feats: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
+    """``word_emb [B, T, H] + region_feats[b, links[b, t]]`` where ``links >= 0`` (``-1``: no link).
+    ``region_feats [B, R, H]`` must already be in the word-embedding size (the single-stream encoder passes its
+    regions' input embeddings). VL-BERT's VCR input; links index ``region_feats``' R axis."""
+    if word_emb.shape[:2] != links.shape or region_feats.shape[0] != word_emb.shape[0] or region_feats.shape[-1] != word_emb.shape[-1]:
+        raise ValueError(f"shapes do not agree: word_emb {tuple(word_emb.shape)}, region_feats {tuple(region_feats.shape)}, links {tuple(links.shape)}")
+    if links.numel() and int(links.max()) >= region_feats.shape[1]:
+        raise ValueError(f"a link points at region {int(links.max())} of {region_feats.shape[1]}")
+    idx = links.clamp(min=0).unsqueeze(-1).expand(-1, -1, region_feats.shape[-1])
+    linked = torch.gather(region_feats, 1, idx) * (links >= 0).unsqueeze(-1).to(region_feats.dtype)
+    return word_emb + linked.to(word_emb.dtype)
+
+
 class LocationEmbedding(nn.Module):
     def __init__(self, hidden: int, kind: str = "spe", spe_dim: int = 32):
         super().__init__()

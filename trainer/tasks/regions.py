@@ -73,7 +73,8 @@ def relative_boxes(rec: RegionRecord) -> np.ndarray:
 
 
 def collate_inputs(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Pad the encoder inputs of examples holding ``input_ids`` ``[T]``, ``feat`` ``[R, D]`` and ``boxes`` ``[R, 4]``."""
+    """Pad the encoder inputs of examples holding ``input_ids`` ``[T]``, ``feat`` ``[R, D]`` and ``boxes`` ``[R, 4]``
+    (and ``links`` ``[T]``, region index per token, when the first example has them: padded with ``-1``, no link)."""
     b = len(examples)
     t = max(ex["input_ids"].size for ex in examples)
     r = max(ex["feat"].shape[0] for ex in examples)
@@ -92,6 +93,10 @@ def collate_inputs(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         out["feat"][i, :nr] = torch.from_numpy(ex["feat"].astype(np.float32))
         out["boxes"][i, :nr] = torch.from_numpy(ex["boxes"])
         out["region_mask"][i, :nr] = True
+    if "links" in examples[0]:
+        out["links"] = torch.full((b, t), -1, dtype=torch.long)
+        for i, ex in enumerate(examples):
+            out["links"][i, : ex["links"].size] = torch.from_numpy(np.asarray(ex["links"], np.int64))
     return out
 
 

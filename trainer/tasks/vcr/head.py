@@ -1,6 +1,6 @@
 """VCR's model pieces: the linked-region word embeddings and the per-pair scorer.
 
-:func:`add_linked_regions` is VL-BERT's VCR input: a word that refers to an object gets that
+:func:`add_linked_regions` (in :mod:`trainer.models.embeddings`, which the encoder uses) is VL-BERT's VCR input: a word that refers to an object gets that
 object's (projected) region feature added to its word embedding. :class:`VCRHead` scores each
 (context, choice) pair with ViLBERT's pooled-product classifier reduced to one logit
 (:class:`trainer.tasks.vqa.head.VQAHead` with one output, as vilbert-multi-task's VCR head) and
@@ -11,20 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.models.embeddings import add_linked_regions  # noqa: F401  (re-exported: trainer.tasks.vcr.add_linked_regions)
 from trainer.tasks.vcr.reader import NUM_CHOICES
 from trainer.tasks.vqa.head import VQAHead
-
-
-def add_linked_regions(word_emb: torch.Tensor, region_feats: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
-    """``word_emb [B, T, H] + region_feats[b, links[b, t]]`` where ``links >= 0`` (``-1``: no link).
-    ``region_feats [B, R, H]`` must already be in the word-embedding size (the engine projects them)."""
-    if word_emb.shape[:2] != links.shape or region_feats.shape[0] != word_emb.shape[0] or region_feats.shape[-1] != word_emb.shape[-1]:
-        raise ValueError(f"shapes do not agree: word_emb {tuple(word_emb.shape)}, region_feats {tuple(region_feats.shape)}, links {tuple(links.shape)}")
-    if links.numel() and int(links.max()) >= region_feats.shape[1]:
-        raise ValueError(f"a link points at region {int(links.max())} of {region_feats.shape[1]}")
-    idx = links.clamp(min=0).unsqueeze(-1).expand(-1, -1, region_feats.shape[-1])
-    linked = torch.gather(region_feats, 1, idx) * (links >= 0).unsqueeze(-1).to(region_feats.dtype)
-    return word_emb + linked.to(word_emb.dtype)
 
 
 class VCRHead(nn.Module):

@@ -1,8 +1,11 @@
 """VCR text with object references → words tied to regions, and the (context, choice) pairs scored.
 
-**Object references** (decision): each reference becomes the object's *tag word* plus a *link* to
-its region, and the model adds the linked region's visual feature to that word's embedding (VL-BERT's
-VCR input; :func:`trainer.tasks.vcr.head.add_linked_regions`). The tag word is the class name
+**Object references** (decision): both. Each reference becomes the object's *tag word* plus a *link*
+to its region, and the single-stream encoder adds the linked region's visual input embedding to every
+WordPiece token of that word (VL-BERT's VCR input; :mod:`trainer.tasks.vcr.links` carries links to
+tokens and maps objects to the shard's regions by box IoU ≥ 0.5,
+:func:`trainer.models.embeddings.add_linked_regions` adds them). The dual-stream encoder, or
+``--no-links``, sees the tag word alone. The tag word is the class name
 (``"car"``); persons get r2c's gender-neutral names (``GENDER_NEUTRAL_NAMES[i % 15]``, rowanz/r2c
 ``dataloaders/vcr.py`` ``_fix_tokenization``) so that two persons stay distinguishable in text.
 A reference to several objects (``[1, 3]``) becomes ``"Riley and Jessie"``, each name linked to
