@@ -88,18 +88,18 @@ def test_tiny_comparison_on_rec_and_vqa_shows_both_columns(tmp_path):
     from trainer.experiment.compare import main
 
     work = tmp_path / "cmp"
-    main(["--work", str(work), "--tasks", "rec,vqa", "--methods", "none,ssga", "--seeds", "0,1", "--pretrain-images", "12", "--rec-images", "20",
+    main(["--work", str(work), "--tasks", "rec,vqa", "--methods", "none,ssga", "--seeds", "0", "--pretrain-images", "12", "--rec-images", "20",
           "--pretrain-steps", "2", "--pretrain-batch", "4", "--finetune-steps", "2", "--finetune-batch", "4", "--task-steps", "vqa=2",
           "--hidden-size", "32", "--num-layers", "1", "--jobs", "2"])
     md = (work / "compare.md").read_text()
     assert "| method | REC score | REC gain (pts) | REC verdict | VQA score | VQA gain (pts) | VQA verdict | REC swapped text | train s/step |" in md
-    cell = r"\d+\.\d ± \d+\.\d"
-    gain = r"[+-]\d+\.\d ± \d+\.\d"
-    verdict = r"(BETTER|WORSE|NOT SHOWN)"
+    cell = r"\d+\.\d ± –"  # one seed (to keep the test short): no s.e., and the verdict says so
+    gain = r"[+-]\d+\.\d ± –"
+    verdict = r"INCONCLUSIVE \(fewer than two seeds\)"
     assert re.search(rf"\| no alignment loss \(`none`\) \| {cell} \| – \| – \| {cell} \| – \| – \| ", md)
     assert re.search(rf"\(`ssga`\) \| {cell} \| {gain} \| {verdict} \| {cell} \| {gain} \| {verdict} \| \d+\.\d \| \d", md)
     assert "retrieval stage not run" in md
     # REC's runs keep the REC-only comparison's directories; VQA's are beside them; one pre-training run per method and seed feeds both
-    assert sorted(p.name for p in (work / "finetune").iterdir()) == ["none_s0", "none_s1", "ssga_s0", "ssga_s1", "vqa"]
-    assert all((work / "finetune" / "vqa" / f"{m}_s{s}" / "results.json").exists() for m in ("none", "ssga") for s in (0, 1))
-    assert sorted(p.name for p in (work / "pretrain").iterdir()) == ["none_s0", "none_s1", "ssga_s0", "ssga_s1"]
+    assert sorted(p.name for p in (work / "finetune").iterdir()) == ["none_s0", "ssga_s0", "vqa"]
+    assert all((work / "finetune" / "vqa" / f"{m}_s{s}" / "results.json").exists() for m in ("none", "ssga") for s in (0,))
+    assert sorted(p.name for p in (work / "pretrain").iterdir()) == ["none_s0", "ssga_s0"]

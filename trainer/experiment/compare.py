@@ -209,7 +209,7 @@ def write_report(cfg: CompareConfig, summary: dict, costs: dict, path: Path, com
         cells = [f"{LABELS[m]} (`{m}`)"]
         for t in cfg.tasks:
             s = summary[t][m]
-            cells += [f"{pct(s['score'])} ± {pct(s['score_se'])}", f"{100 * s['gain']:+.1f} ± {100 * s['gain_se']:.1f}" if "gain" in s else "–",
+            cells += [f"{pct(s['score'])} ± {pct(s['score_se'])}", f"{100 * s['gain']:+.1f} ± {pct(s['gain_se'])}" if "gain" in s else "–",
                       s.get("verdict", "–")]
         if "rec" in cfg.tasks:
             cells.append(pct(summary["rec"][m]["swapped"]))
