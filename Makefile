@@ -62,7 +62,7 @@ experiment: $(STAMP)  ## data-efficiency grid: REC and VQA side by side, groundi
 	$(PY) -m trainer.experiment --work runs/experiment $(ARGS)
 
 .PHONY: compare
-compare: $(STAMP)  ## alignment methods side by side on REC: none, SSGA, μ-VLA (unpaired), partial OT, SSGA + partial OT (ARGS="--seeds 0,1 --pretrain-steps 300 ...")
+compare: $(STAMP)  ## alignment methods side by side on REC and VQA (--tasks): none, SSGA, μ-VLA (unpaired), partial OT, SSGA + partial OT (ARGS="--seeds 0,1 --pretrain-steps 300 ...")
 	$(PY) -m trainer.experiment.compare --work runs/compare $(ARGS)
 
 bench: $(STAMP)  ## run the benchmarks (figures printed and written to bench/results/); BENCH=NAME runs one

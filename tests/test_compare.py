@@ -1,8 +1,10 @@
 """The methods comparison (trainer.experiment.compare): its pre-training commands are valid trainer
 commands at matched settings, μ-VLA's sentences are the corpus's captions with the pairing removed,
-and the summary applies the grid's paired-gain statistics."""
+the summary applies the grid's paired-gain statistics per task, and ``--tasks`` (issue #14 item 5)
+puts every task's score, gain and verdict in the table."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,16 +34,24 @@ def test_unpaired_sentences_are_the_captions_shuffled(tmp_path):
 
 
 def test_summary_uses_paired_gains_and_the_two_se_rule():
-    def row(m, seed, acc):
-        return {"variant": m, "seed": seed, "pretrain_fraction": 1.0, "finetune_fraction": 1.0, "mean_acc": acc, "mean_acc_swapped_text": 0.1}
+    def row(task, m, seed, score):
+        r = {"task": task, "variant": m, "seed": seed, "pretrain_fraction": 1.0, "finetune_fraction": 1.0, "score": score, "n_eval": 90}
+        return {**r, "mean_acc_swapped_text": 0.1} if task == "rec" else r
 
-    rows = [row("none", 0, 0.30), row("none", 1, 0.40), row("none", 2, 0.50),
-            row("ssga", 0, 0.36), row("ssga", 1, 0.45), row("ssga", 2, 0.57),  # +6, +5, +7
-            row("partial_ot", 0, 0.40), row("partial_ot", 1, 0.30), row("partial_ot", 2, 0.50)]  # +10, -10, 0
-    s = summarise(rows, ["none", "ssga", "partial_ot"])
-    assert s["none"]["acc"] == pytest.approx(0.40) and s["none"]["acc_se"] == pytest.approx(0.1 / 3 ** 0.5)
-    assert s["ssga"]["gain"] == pytest.approx(0.06) and s["ssga"]["gain_se"] == pytest.approx(0.01 / 3 ** 0.5) and s["ssga"]["verdict"] == "BETTER"
-    assert s["partial_ot"]["verdict"] == "NOT SHOWN" and "gain" not in s["none"]
+    rows = [row("rec", "none", 0, 0.30), row("rec", "none", 1, 0.40), row("rec", "none", 2, 0.50),
+            row("rec", "ssga", 0, 0.36), row("rec", "ssga", 1, 0.45), row("rec", "ssga", 2, 0.57),  # +6, +5, +7
+            row("rec", "partial_ot", 0, 0.40), row("rec", "partial_ot", 1, 0.30), row("rec", "partial_ot", 2, 0.50)]  # +10, -10, 0
+    # VQA: the same methods, other scores; ssga loses 4, 5, 6 points there (paired with VQA's none, not REC's)
+    rows += [row("vqa", "none", 0, 0.60), row("vqa", "none", 1, 0.70), row("vqa", "none", 2, 0.65),
+             row("vqa", "ssga", 0, 0.56), row("vqa", "ssga", 1, 0.65), row("vqa", "ssga", 2, 0.59),
+             row("vqa", "partial_ot", 0, 0.60), row("vqa", "partial_ot", 1, 0.70), row("vqa", "partial_ot", 2, 0.65)]
+    s = summarise(rows, ["none", "ssga", "partial_ot"], ["rec", "vqa"])
+    r, v = s["rec"], s["vqa"]
+    assert r["none"]["score"] == pytest.approx(0.40) and r["none"]["score_se"] == pytest.approx(0.1 / 3 ** 0.5)
+    assert r["ssga"]["gain"] == pytest.approx(0.06) and r["ssga"]["gain_se"] == pytest.approx(0.01 / 3 ** 0.5) and r["ssga"]["verdict"] == "BETTER"
+    assert r["partial_ot"]["verdict"] == "NOT SHOWN" and "gain" not in r["none"] and r["none"]["swapped"] == pytest.approx(0.1)
+    assert v["ssga"]["gain"] == pytest.approx(-0.05) and v["ssga"]["gain_se"] == pytest.approx(0.01 / 3 ** 0.5) and v["ssga"]["verdict"] == "WORSE"
+    assert v["partial_ot"]["gain"] == pytest.approx(0.0) and "swapped" not in v["none"] and v["none"]["n_eval"] == 90
 
 
 def test_cli_rejects_a_bad_curriculum_and_unknown_methods(tmp_path, capsys):
@@ -52,3 +62,44 @@ def test_cli_rejects_a_bad_curriculum_and_unknown_methods(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="unknown method"):
         run_compare(CompareConfig(work=str(tmp_path), methods=["none", "uniter"]))
+
+
+@pytest.mark.parametrize("argv, says", [(["--tasks", "rec,gqa"], "unknown task 'gqa'"), (["--tasks", ""], "--tasks: empty"),
+                                        (["--task-steps", "vqa=lots"], "--task-steps")])
+def test_bad_task_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
+    from trainer.experiment.compare import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--work", str(tmp_path / "w"), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and err.startswith("error:")
+    assert not (tmp_path / "w").exists()  # nothing built
+
+
+def test_tasks_default_as_the_grids():
+    assert parse_args([]).tasks == ["rec", "vqa"]
+    cfg = parse_args(["--tasks", "vqa,rec", "--task-steps", "vqa=7"])
+    assert cfg.tasks == ["rec", "vqa"] and cfg.grid().steps_of("vqa") == 7  # registry order; the grid's steps rule
+
+
+@pytest.mark.slow
+def test_tiny_comparison_on_rec_and_vqa_shows_both_columns(tmp_path):
+    from trainer.experiment.compare import main
+
+    work = tmp_path / "cmp"
+    main(["--work", str(work), "--tasks", "rec,vqa", "--methods", "none,ssga", "--seeds", "0", "--pretrain-images", "12", "--rec-images", "20",
+          "--pretrain-steps", "2", "--pretrain-batch", "4", "--finetune-steps", "2", "--finetune-batch", "4", "--task-steps", "vqa=2",
+          "--hidden-size", "32", "--num-layers", "1", "--jobs", "2"])
+    md = (work / "compare.md").read_text()
+    assert "| method | REC score | REC gain (pts) | REC verdict | VQA score | VQA gain (pts) | VQA verdict | REC swapped text | train s/step |" in md
+    cell = r"\d+\.\d ± –"  # one seed (to keep the test short): no s.e., and the verdict says so
+    gain = r"[+-]\d+\.\d ± –"
+    verdict = r"INCONCLUSIVE \(fewer than two seeds\)"
+    assert re.search(rf"\| no alignment loss \(`none`\) \| {cell} \| – \| – \| {cell} \| – \| – \| ", md)
+    assert re.search(rf"\(`ssga`\) \| {cell} \| {gain} \| {verdict} \| {cell} \| {gain} \| {verdict} \| \d+\.\d \| \d", md)
+    assert "retrieval stage not run" in md
+    # REC's runs keep the REC-only comparison's directories; VQA's are beside them; one pre-training run per method and seed feeds both
+    assert sorted(p.name for p in (work / "finetune").iterdir()) == ["none_s0", "ssga_s0", "vqa"]
+    assert all((work / "finetune" / "vqa" / f"{m}_s{s}" / "results.json").exists() for m in ("none", "ssga") for s in (0,))
+    assert sorted(p.name for p in (work / "pretrain").iterdir()) == ["none_s0", "ssga_s0"]

@@ -1,7 +1,8 @@
-"""The alignment methods side by side (issue #14): same images, encoder, steps and fine-tuning; REC accuracy.
+"""The alignment methods side by side (issue #14): same images, encoder, steps and fine-tuning; REC and VQA scores.
 
-    python -m trainer.experiment.compare --work runs/compare                       # = make compare
+    python -m trainer.experiment.compare --work runs/compare                       # = make compare (REC + VQA)
     python -m trainer.experiment.compare --work W --seeds 0,1 --pretrain-steps 300  # smaller
+    python -m trainer.experiment.compare --work W --tasks rec                      # REC only
 
 | method | pre-training data | ``trainer.train --method`` |
 |---|---|---|
@@ -12,13 +13,16 @@
 | ``ssga+partial_ot`` | pseudo labels + partial OT | ``ssga+partial_ot`` |
 
 Every method pre-trains for the same number of steps at the same batch size (μ-VLA's batch is that many
-images, each seen as up to three views) and is fine-tuned on REC with the same settings; the grid's
-statistics give mean ± s.e. over seeds and each method's gain over ``none`` paired by seed, with the
-grid's 2-s.e. rule. Costs: the label pipeline's and the retrieval stage's wall time, and each
+images, each seen as up to three views) and each run is fine-tuned on every task of ``--tasks`` (the
+grid's tasks and flag, default ``rec,vqa``) with the same settings; per task, the grid's statistics give
+the score's mean ± s.e. over seeds and each method's gain over ``none`` paired by seed, with the grid's
+2-s.e. rule. Costs: the label pipeline's and the retrieval stage's wall time, and each
 method's training time per step (from ``losses.jsonl``).
 
-Data and runs are built with the grid's helpers (:mod:`trainer.experiment.corpus`, ``jobs``) and
-reused on a re-run only when their settings are the same (``spec.json``).
+Data and runs are built with the grid's helpers (:mod:`trainer.experiment.corpus`, ``jobs``: the task
+data, the fine-tuning commands and runner) and reused on a re-run only when their settings are the same
+(``spec.json``); REC's runs keep their directories (``finetune/METHOD_sSEED``), other tasks' are
+``finetune/TASK/METHOD_sSEED``.
 """
 from __future__ import annotations
 
@@ -36,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from trainer.experiment.config import ExperimentConfig
-from trainer.experiment.corpus import Data, build_once, make_corpus, make_labels, make_regions, run_logged
-from trainer.experiment.jobs import _run_all, finetune_cmd, needs_run
-from trainer.experiment.stats import collect, gains_by_seed
+from trainer.experiment.cli import _task_steps
+from trainer.experiment.config import DEFAULT_TASKS, TASKS, ExperimentConfig, check_tasks
+from trainer.experiment.corpus import Data, build_once, make_corpus, make_labels, make_regions, make_task_data, run_logged
+from trainer.experiment.jobs import Finetune, _run_all, needs_run, run_finetunes
+from trainer.experiment.stats import gains_by_seed
 
 log = logging.getLogger("trainer.experiment")
 
@@ -56,6 +61,8 @@ LABELS = {
 @dataclass
 class CompareConfig:
     work: str = "runs/compare"
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    task_steps: dict[str, int] = field(default_factory=dict)  # fine-tuning steps per non-REC task (default: TASKS[t].steps)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     corpus_seed: int = 0
@@ -82,11 +89,12 @@ class CompareConfig:
     device: str = "auto"
 
     def grid(self) -> ExperimentConfig:
-        """The grid's config for its data helpers (corpus seed, teacher, jobs)."""
-        return ExperimentConfig(work=self.work, corpus_seed=self.corpus_seed, teacher=self.teacher, teacher_args=list(self.teacher_args),
+        """The grid's config for its data helpers and fine-tuning commands (corpus seed, teacher, tasks, jobs)."""
+        return ExperimentConfig(work=self.work, tasks=list(self.tasks), task_steps=dict(self.task_steps), corpus_seed=self.corpus_seed, teacher=self.teacher, teacher_args=list(self.teacher_args),
                                 jobs=self.jobs, feature_dim=self.feature_dim, pretrain_images=self.pretrain_images, rec_images=self.rec_images,
                                 finetune_steps=self.finetune_steps, finetune_batch=self.finetune_batch, finetune_lr=self.finetune_lr,
-                                finetune_head=self.finetune_head, device=self.device)
+                                finetune_head=self.finetune_head, hidden_size=self.hidden_size, num_layers=self.num_layers, model=self.model,
+                                device=self.device)
 
 
 def unpaired_sentences(captions_tsv: Path, out: Path, seed: int) -> Path:
@@ -148,54 +156,85 @@ def _timed(fn) -> tuple[Any, float]:
     return fn(), time.perf_counter() - t0
 
 
-def summarise(rows: list[dict], methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Per method: accuracy mean ± s.e. over seeds, and the gain over ``none`` paired by seed (mean ± s.e.)
-    with the grid's rule: BETTER / WORSE when beyond 2 s.e., NOT SHOWN otherwise."""
-    out = {}
-    for m in methods:
-        acc = [r["mean_acc"] for r in sorted(rows, key=lambda r: r["seed"]) if r["variant"] == m]
-        g = list(gains_by_seed(rows, m, 1.0, 1.0).values()) if m != "none" else []
-        se = lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
-        s = {"n": len(acc), "acc": float(np.mean(acc)) if acc else float("nan"), "acc_se": se(acc), "acc_by_seed": acc,
-             "swapped": float(np.mean([r["mean_acc_swapped_text"] for r in rows if r["variant"] == m])) if acc else float("nan")}
-        if g:
-            s.update(gain=float(np.mean(g)), gain_se=se(g))
-            s["verdict"] = ("INCONCLUSIVE (fewer than two seeds)" if not np.isfinite(s["gain_se"]) else "BETTER" if s["gain"] > 2 * s["gain_se"]
-                            else "WORSE" if s["gain"] < -2 * s["gain_se"] else "NOT SHOWN")
-        out[m] = s
+def _se(v: list[float]) -> float:
+    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def summarise(rows: list[dict], methods: list[str], tasks: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task, per method: the task's score (``rows``' ``score``, :func:`trainer.experiment.stats.collect`) mean ± s.e.
+    over seeds, and the gain over ``none`` paired by seed (mean ± s.e.) with the grid's rule: BETTER / WORSE when
+    beyond 2 s.e., NOT SHOWN otherwise. REC adds the swapped-text control."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for t in tasks:
+        trows = [r for r in rows if r.get("task", "rec") == t]
+        out[t] = {}
+        for m in methods:
+            mine = sorted((r for r in trows if r["variant"] == m), key=lambda r: r["seed"])
+            score = [r["score"] for r in mine]
+            g = list(gains_by_seed(trows, m, 1.0, 1.0, key="score").values()) if m != "none" else []
+            s = {"n": len(score), "score": float(np.mean(score)) if score else float("nan"), "score_se": _se(score), "score_by_seed": score,
+                 "n_eval": int(np.median([r["n_eval"] for r in mine])) if mine else 0}
+            if t == "rec":
+                s["swapped"] = float(np.mean([r["mean_acc_swapped_text"] for r in mine])) if mine else float("nan")
+            if g:
+                s.update(gain=float(np.mean(g)), gain_se=_se(g))
+                s["verdict"] = ("INCONCLUSIVE (fewer than two seeds)" if not np.isfinite(s["gain_se"]) else "BETTER" if s["gain"] > 2 * s["gain_se"]
+                                else "WORSE" if s["gain"] < -2 * s["gain_se"] else "NOT SHOWN")
+            out[t][m] = s
     return out
 
 
 def write_report(cfg: CompareConfig, summary: dict, costs: dict, path: Path, command: str) -> Path:
     pct = lambda x: "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"  # noqa: E731
-    lines = ["# Alignment methods compared: REC accuracy at matched steps and data (synthetic corpus)", "",
+    grid = cfg.grid()
+    titles = " and ".join(TASKS[t].title for t in cfg.tasks)
+    ft = "; ".join(f"{TASKS[t].title} {grid.steps_of(t)} steps × batch {grid.batch_of(t)}" + (f", `{cfg.finetune_head}` head" if t == "rec" else "")
+                   for t in cfg.tasks)
+    lines = [f"# Alignment methods compared: {titles} at matched steps and data (synthetic corpus)", "",
              f"Command: `{command}`  ",
              f"Pre-training: {cfg.pretrain_images} images, {cfg.pretrain_steps} steps × batch {cfg.pretrain_batch}, lr {cfg.pretrain_lr:g}; "
-             f"{cfg.model}-stream, hidden {cfg.hidden_size}, {cfg.num_layers} layers. Fine-tuning (REC): {cfg.rec_images} disjoint images, "
-             f"{cfg.finetune_steps} steps × batch {cfg.finetune_batch}, lr {cfg.finetune_lr:g}, `{cfg.finetune_head}` head. "
+             f"{cfg.model}-stream, hidden {cfg.hidden_size}, {cfg.num_layers} layers. Fine-tuning from each pre-training run, on "
+             f"{cfg.rec_images} disjoint images (every task's data is over their scenes), lr {cfg.finetune_lr:g}: {ft}. "
              f"Teacher `{cfg.teacher}` ({' '.join(cfg.teacher_args)}); partial OT s = {cfg.pot_mass:g}, λ_pot = {cfg.lambda_pot:g}; "
              f"μ-VLA top-{cfg.top_k} retrieval, curriculum switches at steps "
              f"{int(round(cfg.mu_switch[0] * cfg.pretrain_steps))} (+ region–phrase) and {int(round(cfg.mu_switch[1] * cfg.pretrain_steps))} (+ image–sentence). "
              f"Seeds {', '.join(map(str, cfg.seeds))}.", "",
-             "Accuracy (%) = top-scored proposal with IoU ≥ 0.5, mean of val/testA/testB; ± = 1 s.e. over seeds. Gain over `none` paired by seed; "
-             "verdict BETTER/WORSE beyond 2 s.e. Swapped text: accuracy when the expression names another object (lower = the model reads the text).", "",
-             "| method | REC acc. | per seed | gain over `none` (pts) | verdict | swapped text | train s/step |", "|---|---|---|---|---|---|---|"]
+             "Scores (%): " + "; ".join(f"{TASKS[t].title} = {TASKS[t].metric} (median {summary[t]['none']['n_eval']} examples per run)" for t in cfg.tasks)
+             + ". ± = 1 s.e. over seeds. Gain over `none` paired by seed; verdict BETTER/WORSE beyond 2 s.e."
+             + (" Swapped text (REC): accuracy when the expression names another object (lower = the model reads the text)." if "rec" in cfg.tasks else ""), ""]
+    head = ["method"] + [f"{TASKS[t].title} {h}" for t in cfg.tasks for h in ("score", "gain (pts)", "verdict")]
+    head += (["REC swapped text"] if "rec" in cfg.tasks else []) + ["train s/step"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in cfg.methods:
-        s = summary[m]
-        gain = f"{100 * s['gain']:+.1f} ± {100 * s['gain_se']:.1f}" if "gain" in s else "–"
-        lines.append(f"| {LABELS[m]} (`{m}`) | {pct(s['acc'])} ± {pct(s['acc_se'])} | {' / '.join(pct(a) for a in s['acc_by_seed'])} | {gain} | "
-                     f"{s.get('verdict', '–')} | {pct(s['swapped'])} | {costs['s_per_step'].get(m, float('nan')):.3f} |")
-    lines += ["", f"Costs: label pipeline (teacher `{cfg.teacher}`) {costs['labels_s']:.0f} s (SSGA and SSGA + partial OT need it); retrieval stage "
-              f"(MiniLM tag sentences + sentences, top-{cfg.top_k}, spaCy phrases) {costs['retrieval_s']:.0f} s (μ-VLA needs it); "
-              "`none` and partial OT need neither. "
-              f"μ-VLA's weak pairs: the true caption is among an image's top {costs['retrieval_recall']['k']} for "
-              f"{100 * costs['retrieval_recall']['recall']:.1f} % of the captions (chance {100 * costs['retrieval_recall']['random']:.1f} %). Data times are of the invocation that built them. "
+        cells = [f"{LABELS[m]} (`{m}`)"]
+        for t in cfg.tasks:
+            s = summary[t][m]
+            cells += [f"{pct(s['score'])} ± {pct(s['score_se'])}", f"{100 * s['gain']:+.1f} ± {pct(s['gain_se'])}" if "gain" in s else "–",
+                      s.get("verdict", "–")]
+        if "rec" in cfg.tasks:
+            cells.append(pct(summary["rec"][m]["swapped"]))
+        cells.append(f"{costs['s_per_step'].get(m, float('nan')):.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    rr = costs["retrieval_recall"]
+    retrieval = (f"retrieval stage (MiniLM tag sentences + sentences, top-{cfg.top_k}, spaCy phrases) {costs['retrieval_s']:.0f} s (μ-VLA needs it); "
+                 if rr else "retrieval stage not run (μ-VLA, which needs it, is not compared); ")
+    lines += ["", f"Costs: label pipeline (teacher `{cfg.teacher}`) {costs['labels_s']:.0f} s (SSGA and SSGA + partial OT need it); " + retrieval
+              + "`none` and partial OT need neither. "
+              + (f"μ-VLA's weak pairs: the true caption is among an image's top {rr['k']} for "
+                 f"{100 * rr['recall']:.1f} % of the captions (chance {100 * rr['random']:.1f} %). " if rr else "")
+              + "Data times are of the invocation that built them. "
               "Training time per step is the median over logged windows on this machine, runs sharing its cores.", ""]
     path.write_text("\n".join(lines))
     return path
 
 
+def finetune_dir(work: Path, task: str, method: str, seed: int) -> Path:
+    """REC's runs keep the directories of the REC-only comparison (so they stay reusable); other tasks' go under ``finetune/TASK``."""
+    return work / "finetune" / ("" if task == "rec" else task) / f"{method.replace('+', '_')}_s{seed}"
+
+
 def run_compare(cfg: CompareConfig, command: str = "") -> Path:
+    cfg.tasks = check_tasks(cfg.tasks)
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
@@ -206,41 +245,37 @@ def run_compare(cfg: CompareConfig, command: str = "") -> Path:
     grid = cfg.grid()
     threads = max(1, (os.cpu_count() or 1) // max(1, cfg.jobs))
     pre_corpus = make_corpus(data / "pretrain_corpus", cfg.pretrain_images, cfg.corpus_seed, cfg.feature_dim, logs)
-    rec_corpus = make_corpus(data / "rec_corpus", cfg.rec_images, cfg.corpus_seed + 1, cfg.feature_dim, logs)
+    rec_corpus = make_corpus(data / "rec_corpus", cfg.rec_images, cfg.corpus_seed + 1, cfg.feature_dim, logs)  # the downstream corpus, every task's scenes
     pre_regions = make_regions(pre_corpus, data / "pretrain_regions", logs)
     rec_regions = make_regions(rec_corpus, data / "rec_regions", logs)
     labels, labels_s = _timed(lambda: make_labels(pre_corpus, pre_regions, 1.0, data / "labels_full", grid, logs))
-    retrieval, retrieval_s = _timed(lambda: make_retrieval(pre_corpus, pre_regions, data / "retrieval", cfg, logs))
-    recall = retrieval_recall(pre_corpus, retrieval)
+    retrieval, retrieval_s, recall = None, float("nan"), {}
+    if "mu_vla" in cfg.methods:  # only μ-VLA reads it
+        retrieval, retrieval_s = _timed(lambda: make_retrieval(pre_corpus, pre_regions, data / "retrieval", cfg, logs))
+        recall = retrieval_recall(pre_corpus, retrieval)
+    task_data = {t: make_task_data(t, rec_corpus, data, logs) for t in cfg.tasks}
 
     pre_jobs = []
     for m in cfg.methods:
         for s in cfg.seeds:
             out = work / "pretrain" / f"{m.replace('+', '_')}_s{s}"
-            cmd = pretrain_cmd(cfg, m, pre_regions.path, labels.path, retrieval.path, out, s, threads)
+            cmd = pretrain_cmd(cfg, m, pre_regions.path, labels.path, retrieval.path if retrieval else Path("-"), out, s, threads)
             done = (out / "latest.json").exists() and json.loads((out / "latest.json").read_text()).get("step") == cfg.pretrain_steps
-            if needs_run(cmd, work, out, done, data={"labels": labels.spec, "retrieval": retrieval.spec}):
+            spec = {"labels": labels.spec, "retrieval": retrieval.spec} if retrieval else {"labels": labels.spec}
+            if needs_run(cmd, work, out, done, data=spec):
                 pre_jobs.append((cmd, out / "run.log"))
     _run_all(pre_jobs, cfg.jobs, "pretrain")
 
-    ft_jobs, runs = [], []
-    rec_data = {"corpus": rec_corpus.spec, "regions": rec_regions.spec}
-    for m in cfg.methods:
-        for s in cfg.seeds:
-            init = work / "pretrain" / f"{m.replace('+', '_')}_s{s}"
-            out = work / "finetune" / f"{m.replace('+', '_')}_s{s}"
-            runs.append({"variant": m, "pretrain_fraction": 1.0, "finetune_fraction": 1.0, "seed": s, "dir": out})
-            cmd = finetune_cmd(grid, str(init), rec_corpus.path / "refer", rec_regions.path, out, 1.0, s, threads)
-            if needs_run(cmd, work, out, (out / "results.json").exists(), init, data=rec_data):
-                ft_jobs.append((cmd, out / "run.log"))
-    _run_all(ft_jobs, cfg.jobs, "finetune")
+    runs = [Finetune(t, m, 1.0, 1.0, s, str(work / "pretrain" / f"{m.replace('+', '_')}_s{s}"), finetune_dir(work, t, m, s))
+            for t in cfg.tasks for m in cfg.methods for s in cfg.seeds]
+    rows, _ = run_finetunes(grid, work, runs, task_data, rec_regions, threads)
 
-    rows = collect(runs)
-    summary = summarise(rows, cfg.methods)
+    summary = summarise(rows, cfg.methods, cfg.tasks)
     previous = work / "compare.json"
-    if previous.exists() and max(labels_s, retrieval_s) < 1.0:  # data reused: keep the times of the invocation that built it
+    if previous.exists():  # data reused: keep the times of the invocation that built it
         old = json.loads(previous.read_text())["costs"]
-        labels_s, retrieval_s = old["labels_s"], old["retrieval_s"]
+        labels_s = old["labels_s"] if labels_s < 1.0 else labels_s
+        retrieval_s = old.get("retrieval_s", retrieval_s) if retrieval and retrieval_s < 1.0 else retrieval_s
     costs = {"labels_s": labels_s, "retrieval_s": retrieval_s, "retrieval_recall": recall,
              "s_per_step": {m: float(np.mean([seconds_per_step(work / "pretrain" / f"{m.replace('+', '_')}_s{s}") for s in cfg.seeds])) for m in cfg.methods}}
     (work / "compare.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "costs": costs}, indent=2, sort_keys=True) + "\n")
@@ -251,6 +286,10 @@ def parse_args(argv: list[str] | None = None) -> CompareConfig:
     d = CompareConfig()
     ap = argparse.ArgumentParser(prog="python -m trainer.experiment.compare", description=__doc__.split("\n")[0])
     ap.add_argument("--work", default=d.work)
+    ap.add_argument("--tasks", default=",".join(d.tasks),
+                    help=f"comma list of {','.join(TASKS)} (default {','.join(DEFAULT_TASKS)}, as the grid's); every method's runs fine-tune on each")
+    ap.add_argument("--task-steps", default="", metavar="TASK=N,...",
+                    help="fine-tuning steps of non-REC tasks (default " + ", ".join(f"{t} {TASKS[t].steps}" for t in TASKS if t != "rec") + ")")
     ap.add_argument("--methods", default=",".join(d.methods), help=f"comma list of {list(METHODS)}")
     ap.add_argument("--seeds", default=",".join(map(str, d.seeds)))
     for name in ("corpus_seed", "pretrain_images", "rec_images", "feature_dim", "pretrain_steps", "pretrain_batch", "finetune_steps",
@@ -269,9 +308,10 @@ def parse_args(argv: list[str] | None = None) -> CompareConfig:
     switch = tuple(float(x) for x in a.mu_switch.split(","))
     if len(switch) != 2 or not 0 <= switch[0] <= switch[1] <= 1:
         ap.error(f"--mu-switch needs two shares 0 <= a <= b <= 1, got {a.mu_switch!r}")
-    values = {k: getattr(a, k) for k in vars(a) if k not in ("methods", "seeds", "mu_switch", "teacher_arg")}
+    tasks = check_tasks([t for t in a.tasks.split(",") if t])
+    values = {k: getattr(a, k) for k in vars(a) if k not in ("tasks", "task_steps", "methods", "seeds", "mu_switch", "teacher_arg")}
     teacher_args = a.teacher_arg if a.teacher_arg is not None else (d.teacher_args if a.teacher == "simulated" else [])
-    return CompareConfig(**values, methods=[m for m in a.methods.split(",") if m], seeds=[int(s) for s in a.seeds.split(",") if s],
+    return CompareConfig(**values, tasks=tasks, task_steps=_task_steps(a.task_steps), methods=[m for m in a.methods.split(",") if m], seeds=[int(s) for s in a.seeds.split(",") if s],
                          mu_switch=switch, teacher_args=teacher_args)
 
 
@@ -281,8 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = parse_args(args)
         md = run_compare(cfg, shlex.join(["python", "-m", "trainer.experiment.compare", *args]))
-    except ValueError as e:
-        log.error("%s", e)
+    except ValueError as e:  # a user's mistake: one line, exit 2 (as the grid's CLI)
+        print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(md.read_text())
 
