@@ -51,4 +51,7 @@ def shard_dir(directory: str | os.PathLike, prefix: str) -> str:
     for d in candidates:
         if list_shards(d, prefix):
             return d
-    raise FileNotFoundError(f"{directory}: no {prefix}-NNNNNN.tar shards (nor in {fs.join(directory, prefix)})")
+    make = {"regions": "python -m pipelines.regions (--tsv/--npz-dir/--npy-dir ... --out DIR)",
+            "labels": "make labels, or python -m pipelines.dag labels"}.get(prefix)
+    hint = f"; make them with {make}" if make else ""
+    raise FileNotFoundError(f"{directory}: no {prefix}-NNNNNN.tar shards (nor in {fs.join(directory, prefix)}){hint}")

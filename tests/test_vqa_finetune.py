@@ -100,7 +100,7 @@ def test_user_mistakes_are_one_line_exit_2(small, tmp_path, capsys):
     line = _exit(_argv(tmp_path / "nowhere", regions, model, tmp_path / "o"), capsys)
     assert "v2_OpenEnded_mscoco_train2014_questions.json: no such file" in line
     line = _exit(_argv(vqa, tmp_path, model, tmp_path / "o"), capsys)
-    assert "no regions-NNNNNN.tar shards" in line
+    assert "no regions-NNNNNN.tar shards" in line and "make them with python -m pipelines.regions" in line
     line = _exit(_argv(vqa, regions, model, tmp_path / "o", "--image-id", "stem"), capsys)  # the corpus names images by number
     assert "keys tried by stem: e.g. ['COCO_train2014_000000000" in line and "region image_ids e.g. ['000000'" in line
     line = _exit(_argv(vqa, regions, tmp_path / "missing.json", tmp_path / "o"), capsys)
