@@ -59,34 +59,16 @@ LABELS = {
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(ExperimentConfig):
+    """The grid's settings (data, teacher, model, steps, tasks: :class:`ExperimentConfig`) plus the methods'."""
+
     work: str = "runs/compare"
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
-    task_steps: dict[str, int] = field(default_factory=dict)  # fine-tuning steps per non-REC task (default: TASKS[t].steps)
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    corpus_seed: int = 0
-    pretrain_images: int = 400
-    rec_images: int = 250
-    feature_dim: int = 64
-    teacher: str = "simulated"
-    teacher_args: list[str] = field(default_factory=lambda: ["miss_rate=0.2", "false_rate=0.3"])
-    pretrain_steps: int = 1500
-    pretrain_batch: int = 16
-    pretrain_lr: float = 5e-4
-    finetune_steps: int = 400
-    finetune_batch: int = 32
-    finetune_lr: float = 1e-3
-    finetune_head: str = "grounding"
-    hidden_size: int = 128
-    num_layers: int = 2
-    model: str = "single"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
     top_k: int = 5  # retrieved sentences per image (μ-VLA)
     pot_mass: float = 0.5  # partial OT's transported mass fraction s
     lambda_pot: float = 1.0
     mu_switch: tuple[float, float] = (1 / 3, 2 / 3)  # μ-VLA curriculum: region–phrase and image–sentence join at these shares of the steps
-    jobs: int = 2
-    device: str = "auto"
 
     def grid(self) -> ExperimentConfig:
         """The grid's config for its data helpers and fine-tuning commands (corpus seed, teacher, tasks, jobs)."""
