@@ -235,9 +235,9 @@ def test_share_must_lie_in_unit_interval_and_cli_says_so_in_one_line(tmp_path):
     assert len(lines) == 1 and "itm_hard_neg_share must lie in [0, 1], got -0.2" in lines[0]
 
 
-def test_chain_at_defaults_matches_the_old_negatives_and_hard_ones_carry_no_targets(tmp_path, tok, monkeypatch):
+def test_chain_with_unmasked_negatives_matches_the_old_stream_and_hard_ones_carry_no_targets(tmp_path, tok, monkeypatch):
     regions, labels = write_corpus(tmp_path / "data", num_images=20, num_shards=2)
-    cfg = tiny_config(regions, labels, tmp_path / "out")
+    cfg = tiny_config(regions, labels, tmp_path / "out", itm_mask_negatives=False)  # the default before it was on
     now = list(make_loader(cfg, tok, 0))
     monkeypatch.setattr(chain, "itm_negatives", lambda src, b, p, s, e, r, w, *rest: _old_itm_negatives(src, b, p, s, e, r, w))
     monkeypatch.setattr(chain, "mask_text", _old_mask_text)

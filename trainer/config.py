@@ -33,7 +33,7 @@ class TrainConfig:
     region_mask_prob: float = 0.15  # of regions; features zeroed, target = detector class dist.
     itm_neg_prob: float = 0.5  # share of examples made ITM negatives (caption swapped within the buffer, or edited)
     itm_hard_neg_share: float = 0.0  # share of ITM negatives that are same-image hard negatives (one word changed); 0: swaps only
-    itm_mask_negatives: bool = False  # mask negatives' tokens/regions as positives' (no targets); false: negatives unmasked, a shortcut to the ITM label
+    itm_mask_negatives: bool = True  # mask negatives' tokens/regions as positives' (no targets), as ViLBERT does; false: unmasked, a shortcut to the ITM label
     # ---- hierarchical region-phrase sampling
     unmatched_phrase_share: float = 0.2  # share of phrases without a positive that are kept
     max_pos_per_phrase: int = 4  # P
