@@ -64,19 +64,6 @@ def test_cli_rejects_a_bad_curriculum_and_unknown_methods(tmp_path, capsys):
         run_compare(CompareConfig(work=str(tmp_path), methods=["none", "uniter"]))
 
 
-@pytest.mark.parametrize("argv, says", [(["--tasks", "rec,gqa"], "unknown task 'gqa'"), (["--tasks", ""], "--tasks: empty"),
-                                        (["--task-steps", "vqa=lots"], "--task-steps")])
-def test_bad_task_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
-    from trainer.experiment.compare import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["--work", str(tmp_path / "w"), *argv])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and says in err and err.startswith("error:")
-    assert not (tmp_path / "w").exists()  # nothing built
-
-
 def test_tasks_default_as_the_grids():
     assert parse_args([]).tasks == ["rec", "vqa"]
     cfg = parse_args(["--tasks", "vqa,rec", "--task-steps", "vqa=7"])

@@ -58,17 +58,18 @@ def test_power_report_uses_the_verdicts_growth_sd():
                         verdict(rows[:4], cfg, key="score")[1])["axes"] == {}  # one seed: no variance measured, nothing claimed
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--tasks", "rec,gqa"], "unknown task 'gqa'"),
-    (["--tasks", ""], "--tasks: empty"),
-    (["--task-steps", "vqa=lots"], "--task-steps"),
-    (["--variants", "none,phrases"], "unknown variant 'phrases'"),
-])
-def test_bad_task_or_variant_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
-    from trainer.experiment.cli import main
+TASK_MISTAKES = [(["--tasks", "rec,gqa"], "unknown task 'gqa'"), (["--tasks", ""], "--tasks: empty"), (["--task-steps", "vqa=lots"], "--task-steps")]
+
+
+@pytest.mark.parametrize("cli, argv, says", [("trainer.experiment.cli", *m) for m in TASK_MISTAKES]
+                         + [("trainer.experiment.cli", ["--variants", "none,phrases"], "unknown variant 'phrases'")]
+                         + [("trainer.experiment.compare", *m) for m in TASK_MISTAKES])
+def test_bad_task_or_variant_is_one_line_and_exit_2(tmp_path, capsys, cli, argv, says):
+    """The grid's and the comparison's command lines refuse the same mistakes the same way."""
+    import importlib
 
     with pytest.raises(SystemExit) as e:
-        main(["--work", str(tmp_path / "w"), *argv])
+        importlib.import_module(cli).main(["--work", str(tmp_path / "w"), *argv])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err and err.startswith("error:")

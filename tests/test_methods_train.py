@@ -20,7 +20,7 @@ from trainer.runtime.optim import make_optimizer
 from trainer.toydata import OBJECTS
 from trainer.train import train, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse: one torch thread per test)
-from trainer_fixtures import NUM_CLASSES, first_batch, tiny_config, write_corpus
+from trainer_fixtures import NUM_CLASSES, ddp_batches_worker, first_batch, nth_batch, tiny_config, write_corpus
 
 CPU = torch.device("cpu")
 T = {t: i for i, t in enumerate(TERMS)}
@@ -201,6 +201,38 @@ def test_partial_ot_run_resumes_exactly(corpus, tmp_path):
     for a, b in zip(straight, first + rest):
         for key in ("loss", *TERMS):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["step"], key)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_mu_vla_on_two_gloo_ranks_matches_one_process_accumulating_both_batches(corpus, tmp_path):
+    """Each rank runs three forward/backward passes (region–tag, region–phrase, image–sentence), the first
+    two under ``no_sync``, with unused parameters found: the step equals one process accumulating
+    both ranks' batches (train_step's promise: n ranks × B/n = k micro-batches × B/k)."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _cfg(corpus, tmp_path / "ddp", "mu_vla", dropout=0.0)
+    out = tmp_path / "rank0.safetensors"
+    mp.start_processes(ddp_batches_worker, args=(2, port, cfg, str(out)), nprocs=2, join=True, start_method="spawn")
+    got = load_file(str(out))
+
+    tok = load_tokenizer(cfg.tokenizer)
+    batches = [nth_batch(cfg, tok, 0), nth_batch(cfg, tok, 1)]
+    assert all(b["mu_vla"] for b in batches) and not torch.equal(batches[0]["region_tag"]["feat"], batches[1]["region_tag"]["feat"])
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg, 16, NUM_CLASSES, len(tok))
+    res = stats_dict(train_step(net, make_optimizer(net, cfg), batches, cfg, 0, CPU, active={"region_tag", "region_phrase", "image_sentence"}))
+    assert all(res[k] > 0 for k in ("tag_word", "r2t", "align"))
+    for i, key in enumerate(("loss", "tag_word", "r2t", "align")):
+        assert got["__loss__"][i].item() == pytest.approx(res[key], rel=1e-5), key
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(got[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_user_mistakes_are_one_line(corpus, tmp_path):

@@ -312,6 +312,29 @@ def test_runs_are_reused_only_with_the_same_settings(tmp_path):
     assert needs_run(ft_cmd("2e-4"), work, ft, complete=True, upstream=pre)  # and so is the fine-tuning made from it
 
 
+def test_a_run_made_before_a_default_changed_is_redone(tmp_path, monkeypatch):
+    """The same command under a trainer whose defaults differ resolves to other settings: the run is redone."""
+    import dataclasses
+
+    import trainer.config
+    from trainer.experiment.jobs import needs_run, resolved_config
+
+    work = tmp_path / "work"
+    pre = work / "pretrain" / "a"
+    cmd = ["python", "-m", "trainer.train", "--out", str(pre), "--steps", "10", "--cpu-threads", "2"]
+    resolved = resolved_config(cmd, work)
+    assert resolved["steps"] == 10 and resolved["out"] == "<work>/pretrain/a" and "cpu_threads" not in resolved
+    assert resolved["itm_mask_negatives"] is trainer.config.TrainConfig().itm_mask_negatives  # a default, not a flag
+    assert needs_run(cmd, work, pre, complete=False)
+    (pre / "latest.json").write_text("{}")
+    assert not needs_run(cmd, work, pre, complete=True)
+    validate = trainer.config.validate
+    monkeypatch.setattr(trainer.config, "validate", lambda c: dataclasses.replace(validate(c), itm_mask_negatives=not c.itm_mask_negatives))
+    assert needs_run(cmd, work, pre, complete=True)  # same command, another default: redone
+    assert not (pre / "latest.json").exists()
+    assert resolved_config(["python", "-m", "trainer.finetune_rec", "--lr", "1e-3"], work) is None  # does not parse: the run says why
+
+
 @pytest.mark.slow
 def test_experiment_micro_grid(tmp_path):
     from trainer.experiment.cli import main

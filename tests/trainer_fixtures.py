@@ -96,6 +96,44 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
         dist.destroy_process_group()
 
 
+def nth_batch(cfg, tokenizer, n: int) -> dict:
+    """The ``n``-th non-empty batch of the loader (epoch 0)."""
+    from trainer.data.chain import make_loader
+    return [b for _, b in zip(range(n + 1), (b for b in make_loader(cfg, tokenizer, 0) if b["n"]))][n]
+
+
+def ddp_batches_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
+    """One rank of the μ-VLA DDP test: one optimizer step on the loader's ``rank``-th batch, DDP built as
+    :func:`trainer.train.train` builds it (unused parameters found, since not every part uses every head)."""
+    import torch
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from trainer.models import build_model
+    from trainer.data.text import load_tokenizer
+    from trainer.runtime.loss_log import stats_dict
+    from trainer.runtime.optim import make_optimizer
+    from trainer.train import train_step
+
+    torch.set_num_threads(1)
+    tok = load_tokenizer(cfg.tokenizer)
+    batch = nth_batch(cfg, tok, rank)  # before joining the group, as in ddp_worker
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, 16, NUM_CLASSES, len(tok))
+        opt = make_optimizer(model, cfg)
+        ddp = DDP(model, find_unused_parameters=cfg.method == "mu_vla")
+        result = stats_dict(train_step(ddp, opt, [batch], cfg, 0, torch.device("cpu"), active={"region_tag", "region_phrase", "image_sentence"}))
+        if rank == 0:
+            tensors = {k: v.detach().clone().contiguous() for k, v in model.named_parameters()}
+            tensors["__loss__"] = torch.tensor([result["loss"], result["tag_word"], result["r2t"], result["align"]], dtype=torch.float64)
+            save_file(tensors, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """One intra-op thread per test: on a shared 2-core box, two threads fighting another process

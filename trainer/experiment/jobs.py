@@ -1,6 +1,9 @@
 """The grid's runs: their commands, the cache of finished runs (``spec.json``), and the parallel job runner."""
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import logging
 import os
@@ -8,7 +11,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,26 @@ def run_spec(cmd: list[str], work: Path) -> list[str]:
     return spec
 
 
+def resolved_config(cmd: list[str], work: Path) -> dict[str, Any] | None:
+    """Every setting ``cmd`` runs with, defaults included, as its module parses them (``python -m M``
+    with ``M.parse_args``, or the module its ``main`` comes from). Part of a run's spec, so that a changed
+    default (a newer trainer) redoes the runs it changes, as a changed flag does. None for a command
+    that is not one of ours or does not parse (the run itself then says why)."""
+    if len(cmd) < 3 or cmd[1] != "-m":
+        return None
+    try:
+        mod = importlib.import_module(cmd[2])
+        parse = getattr(mod, "parse_args", None) or getattr(importlib.import_module(getattr(mod, "main").__module__), "parse_args")
+        with contextlib.redirect_stderr(io.StringIO()):
+            cfg = parse(cmd[3:])
+    except (ImportError, AttributeError, SystemExit, ValueError):
+        return None
+    if not is_dataclass(cfg):
+        return None
+    values = {k: v for k, v in asdict(cfg).items() if k != "cpu_threads"}  # the thread count is not a setting
+    return json.loads(json.dumps(values, default=str).replace(json.dumps(str(work))[1:-1], "<work>"))
+
+
 def needs_run(cmd: list[str], work: Path, out: Path, complete: bool, upstream: Path | None = None, data: dict | None = None) -> bool:
     """Whether ``cmd`` must run into ``out``: not when a complete run of the same spec is there.
 
@@ -111,12 +134,17 @@ def needs_run(cmd: list[str], work: Path, out: Path, complete: bool, upstream: P
     ``data``: the specs of the data it reads (:class:`trainer.experiment.corpus.Data`), part of its
     spec too, since rebuilt data keeps its directory (so the command alone would not change).
 
+    The spec holds the settings the command resolves to (:func:`resolved_config`), so a run made
+    before a default changed is redone too.
+
     A run directory made by another spec (other steps, learning rate, head, data…) is removed first,
     so a changed flag can never reuse a stale result, nor resume a checkpoint of other settings. A
     partial run of the same spec is kept: the trainer resumes it exactly.
     """
     spec_file = out / "spec.json"
-    spec = run_spec(cmd, work) + ([] if data is None else [{"data": data}]) + ([] if upstream is None else json.loads((upstream / "spec.json").read_text()))
+    resolved = resolved_config(cmd, work)
+    spec = (run_spec(cmd, work) + ([] if resolved is None else [{"resolved": resolved}]) + ([] if data is None else [{"data": data}])
+            + ([] if upstream is None else json.loads((upstream / "spec.json").read_text())))
     if spec_file.exists() and json.loads(spec_file.read_text()) == spec:
         return not complete
     if out.exists():
