@@ -60,8 +60,7 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
 
 
 def first_batch(cfg, tokenizer) -> dict:
-    from trainer.data.chain import make_loader
-    return next(b for b in make_loader(cfg, tokenizer, 0) if b["n"])
+    return nth_batch(cfg, tokenizer, 0)
 
 
 def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
@@ -98,8 +97,10 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
 
 def nth_batch(cfg, tokenizer, n: int) -> dict:
     """The ``n``-th non-empty batch of the loader (epoch 0)."""
+    import itertools
+
     from trainer.data.chain import make_loader
-    return [b for _, b in zip(range(n + 1), (b for b in make_loader(cfg, tokenizer, 0) if b["n"]))][n]
+    return next(itertools.islice((b for b in make_loader(cfg, tokenizer, 0) if b["n"]), n, None))
 
 
 def ddp_batches_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:

@@ -1,7 +1,7 @@
 """Per-example steps: tokenize with phrase spans, ITM negatives (swapped captions, same-image edits) from a shuffle buffer, MLM and region masking, region-phrase sampling."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -62,6 +62,32 @@ def itm_kind(uid: str) -> str:
     return "hard" if "|hard|" in uid else "swap" if "|neg|" in uid else "positive"
 
 
+def buffer_shuffle(src: Iterable[dict], buf: list[dict], size: int, rng: np.random.Generator,
+                   put: Callable[[dict], None] | None = None, take: Callable[[dict], None] | None = None) -> Iterator[dict]:
+    """``src`` shuffled through ``buf`` (``size`` slots, drawn with ``rng``): an example leaves when a later
+    one takes its slot, the rest leave in random order at the end. ``buf`` is the caller's list, so when an
+    example is yielded the caller sees what is still buffered (the pool its negatives come from);
+    ``put``/``take`` see each example enter and leave."""
+    for ex in src:
+        if len(buf) < size:
+            buf.append(ex)
+            if put:
+                put(ex)
+            continue
+        i = int(rng.integers(len(buf)))
+        out, buf[i] = buf[i], ex
+        if take:
+            take(out)
+        if put:
+            put(ex)
+        yield out
+    while buf:
+        out = buf.pop(int(rng.integers(len(buf))))
+        if take:
+            take(out)
+        yield out
+
+
 def itm_negatives(
     src: Iterable[dict], buffer_size: int, neg_prob: float, seed: int, epoch: int, rank: int = 0, worker: int = 0,
     hard_share: float = 0.0, tokenizer=None, max_len: int = 0, skips: SkipCounter | None = None,
@@ -104,22 +130,11 @@ def itm_negatives(
         if vocab is not None:
             vocab.add(ex["text"], ex["spans"])
 
-    def take(ex: dict) -> dict:
+    def take(ex: dict) -> None:
         if vocab is not None:
             vocab.remove(ex["text"], ex["spans"])
-        return ex
 
-    for ex in src:
-        if len(buf) < buffer_size:
-            buf.append(ex)
-            put(ex)
-            continue
-        i = int(rng.integers(len(buf)))
-        out, buf[i] = take(buf[i]), ex
-        put(ex)
-        yield emit(out)
-    while buf:
-        out = take(buf.pop(int(rng.integers(len(buf)))))
+    for out in buffer_shuffle(src, buf, buffer_size, rng, put, take):
         yield emit(out)
 
 

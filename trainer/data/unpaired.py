@@ -41,6 +41,7 @@ from schemas.retrieval import RETRIEVAL_PREFIX, decode_retrieved
 from schemas.shards import REGION_PREFIX, ShardError, decode_region, iter_shard
 from trainer.config import TrainConfig
 from trainer.data.batch import collate
+from trainer.data.examples import buffer_shuffle
 from trainer.data.masking import IGNORE, mask_regions as pick_masked_regions, mask_tokens
 from trainer.data.read import SkipCounter
 from trainer.data.shard_set import example_rng
@@ -147,15 +148,8 @@ def sentence_negatives(src: Iterable[dict], buffer_size: int, neg_prob: float, s
             return {**ex, "itm_text": others[rng.integers(len(others))]["sentence"], "itm": 0.0}
         return {**ex, "itm_text": ex["sentence"], "itm": 1.0}
 
-    for ex in src:
-        if len(buf) < buffer_size:
-            buf.append(ex)
-            continue
-        i = int(rng.integers(len(buf)))
-        out, buf[i] = buf[i], ex
+    for out in buffer_shuffle(src, buf, buffer_size, rng):
         yield emit(out)
-    while buf:
-        yield emit(buf.pop(int(rng.integers(len(buf)))))
 
 
 def _example(ex: dict, view: str, ids: np.ndarray, labels: np.ndarray, feat: np.ndarray, masked: np.ndarray, itm: float) -> dict:
