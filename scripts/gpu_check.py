@@ -1,12 +1,13 @@
-"""GPU check of pre-training (under 5 minutes on one H100/H200): checkpoint, kill, resume, bench.
+"""GPU check of pre-training (3 min 18 s on one H200): checkpoint, kill, resume, bench.
 
-    python scripts/gpu_check.py [--out DIR] [--nproc 1] [--with-compile]      # on a GPU node
-    python scripts/gpu_check.py --smoke                                       # tiny, on CPU: proves the script
+    python scripts/gpu_check.py [--out DIR] [--nproc 1] [--with-compile] [--profile]   # on a GPU node
+    python scripts/gpu_check.py --smoke                                                # tiny, on CPU: proves the script
 
 1. Writes a synthetic corpus in the real shard formats (``trainer.toydata``): >= 20,000 examples of
    36 regions x 2048-d features (smoke: 40 images, 16-d).
-2. Pre-trains under ``torchrun`` (BERT-base width, 4 layers, so that three launches fit the budget):
-   once straight through, and once killed (SIGKILL) after its first checkpoint, then resumed.
+2. Pre-trains under ``torchrun`` (BERT-base width, 4 layers, 300 steps, so that three launches fit the
+   budget): once straight through, and once killed (SIGKILL to the launcher and every worker) after
+   its first checkpoint, then resumed.
 3. Compares the losses of every step with the uninterrupted run, and the resumed steps with the
    ones the killed run logged from the same checkpoint. CPU runs are bit-exact; CUDA kernels with
    atomics (embedding and index_select backward) are not deterministic, so on a GPU the check is
@@ -18,6 +19,7 @@ Exits non-zero when a run fails or the losses differ.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,10 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FULL = dict(hidden_size=768, num_layers=4, num_heads=12, intermediate_size=3072, batch_size=128, steps=60,
-            ckpt_every=20, log_every=10, max_text_len=36, max_regions=36)
-SMOKE = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, batch_size=4, steps=8,
-             ckpt_every=3, log_every=1, max_text_len=16)
+# A GPU step of this model takes milliseconds: 300 steps give the killer a window of 100 steps between
+# checkpoints (it polls every 20 ms), where 60 steps ran to the end before it could act.
+FULL = dict(hidden_size=768, num_layers=4, num_heads=12, intermediate_size=3072, batch_size=128, steps=300,
+            ckpt_every=100, log_every=10, max_text_len=36, max_regions=36)
+SMOKE = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, batch_size=4, steps=16,
+             ckpt_every=4, log_every=1, max_text_len=16)
 
 
 def log(msg: str) -> None:
@@ -61,6 +65,45 @@ def run_to_end(args, train_args, out: Path) -> None:
         raise SystemExit(f"gpu_check: pre-training into {out} failed")
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it (Linux ``/proc``). torchrun starts each worker in a session of
+    its own, so killing torchrun's process group alone leaves the trainer running to the end."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            ppid = int(rest.rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        children.setdefault(ppid, []).append(int(pid))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL the launcher and every worker at once (a lost node), then wait until all are gone."""
+    tree = process_tree(root)
+    for pid in reversed(tree):  # workers first: the launcher must not get to restart or clean them up
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in tree[1:]):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gpu_check: workers {tree[1:]} still alive 30 s after SIGKILL")
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return "zombie" if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z") else "alive"
+    except (OSError, IndexError):
+        return "zombie"
+
+
 def kill_after_checkpoint(args, train_args, out: Path, first_ckpt: int, log_every: int) -> int:
     """Start a run, SIGKILL it once it has logged past its first checkpoint; returns the last logged step."""
     proc = launch(args, train_args, out)
@@ -70,10 +113,10 @@ def kill_after_checkpoint(args, train_args, out: Path, first_ckpt: int, log_ever
         logged = max(losses(out), default=0)
         # Past a checkpoint, with steps logged after it: resume must drop and redo those.
         if latest.exists() and logged >= want and logged > json.loads(latest.read_text())["step"]:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             proc.wait()
             return max(losses(out))
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise SystemExit(f"gpu_check: the run into {out} ended (exit {proc.returncode}) before it could be killed after step {want}")
 
 
@@ -93,6 +136,30 @@ def compare(straight: dict, resumed: dict, killed: dict, ckpt: int, rtol: float)
     return worst
 
 
+def check_resume(args: argparse.Namespace, train_args: list[str], work: Path, model: dict, rtol: float, t0: float) -> None:
+    """Uninterrupted run; a run SIGKILLed after a checkpoint, then resumed; their losses compared."""
+    run_to_end(args, train_args, work / "straight")
+    log(f"uninterrupted run: {model['steps']} steps ({time.perf_counter() - t0:.0f} s)")
+    last = kill_after_checkpoint(args, train_args, work / "resumed", model["ckpt_every"], model["log_every"])
+    ckpt = json.loads((work / "resumed" / "latest.json").read_text())["step"]
+    killed = losses(work / "resumed")
+    if ckpt >= model["steps"]:
+        raise SystemExit(f"gpu_check: the run was killed only after its last checkpoint (step {ckpt}): nothing to resume; "
+                         "raise the steps in FULL")
+    log(f"killed at step {last} (last checkpoint {ckpt}); resuming ({time.perf_counter() - t0:.0f} s)")
+    run_to_end(args, train_args, work / "resumed")
+    worst = compare(losses(work / "straight"), losses(work / "resumed"), killed, ckpt, rtol)
+    log(f"resume OK: every step's losses match the uninterrupted run (largest relative difference {worst:.2g}, tolerance {rtol:g})")
+    rates = [r["samples_per_s"] for r in losses(work / "straight").values()]
+    log(f"pre-training samples/s (per log window, all ranks): {', '.join(f'{x:.0f}' for x in rates[::max(1, len(rates) // 6)])}")
+
+
+def write_figures(args: argparse.Namespace, figures: dict) -> None:
+    print(json.dumps(figures, indent=2), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny corpus and model; runs on CPU")
@@ -101,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtol", type=float, default=None, help="relative loss tolerance (default: 1e-6 on CPU, 2e-2 on CUDA)")
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--with-compile", action="store_true", help="also bench with torch.compile (adds about a minute)")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="reuse the corpus in --out, skip the runs, bench with torch.compile only (a second call on a GPU machine)")
+    ap.add_argument("--json", default="", help="also write the bench figures to this file")
+    ap.add_argument("--profile", action="store_true", help="also print a profiler table of BERT-base model-only steps (CUDA)")
+    ap.add_argument("--tokenizer", default="minilm",
+                    help="'minilm' (the packaged vocabulary) or a local directory with vocab.txt (a machine without the package)")
     args = ap.parse_args(argv)
 
     import torch
@@ -116,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "resumed", ignore_errors=True)
         size = dict(num_images=40, num_shards=4, num_regions=6, feat_dim=16) if args.smoke else \
             dict(num_images=13_500, num_shards=32, num_regions=36, feat_dim=2048)
-        regions, labels = write_corpus(work / "corpus", **size, no_caption_every=0)
+        if args.compile_only and (work / "corpus" / "labels").is_dir():
+            regions, labels = work / "corpus" / "regions", work / "corpus" / "labels"  # written by the first call
+        else:
+            regions, labels = write_corpus(work / "corpus", **size, no_caption_every=0)
         from bench.gpu_trainer import count_examples
 
         examples = count_examples(labels)
@@ -127,32 +203,31 @@ def main(argv: list[str] | None = None) -> int:
         model = SMOKE if args.smoke else FULL
         workers = 1 if args.smoke else max(1, min(8, (os.cpu_count() or 2) // args.nproc - 2))
         train_args = ["--regions", str(regions), "--labels", str(labels), "--progress", "false", "--dropout", "0.1",
-                      "--warmup-steps", "5", "--num-workers", str(workers), "--keep-ckpts", "10", "--lr", "1e-4"]
+                      "--warmup-steps", "5", "--num-workers", str(workers), "--keep-ckpts", "10", "--lr", "1e-4",
+                      "--tokenizer", args.tokenizer]
         for k, v in model.items():
             train_args += [f"--{k.replace('_', '-')}", str(v)]
 
-        run_to_end(args, train_args, work / "straight")
-        log(f"uninterrupted run: {model['steps']} steps ({time.perf_counter() - t0:.0f} s)")
-        last = kill_after_checkpoint(args, train_args, work / "resumed", model["ckpt_every"], model["log_every"])
-        ckpt = json.loads((work / "resumed" / "latest.json").read_text())["step"]
-        killed = losses(work / "resumed")
-        log(f"killed at step {last} (last checkpoint {ckpt}); resuming ({time.perf_counter() - t0:.0f} s)")
-        run_to_end(args, train_args, work / "resumed")
-        worst = compare(losses(work / "straight"), losses(work / "resumed"), killed, ckpt, rtol)
-        log(f"resume OK: every step's losses match the uninterrupted run (largest relative difference {worst:.2g}, tolerance {rtol:g})")
-        rates = [r["samples_per_s"] for r in losses(work / "straight").values()]
-        log(f"pre-training samples/s (per log window, all ranks): {', '.join(f'{x:.0f}' for x in rates[::max(1, len(rates) // 6)])}")
+        if not args.compile_only:
+            check_resume(args, train_args, work, model, rtol, t0)
 
         if not args.skip_bench:
             from bench.gpu_trainer import run
             from trainer.data.text import load_tokenizer
 
-            tok = load_tokenizer("minilm")
-            figures = run(tok, smoke=args.smoke, corpus=(regions, labels))
-            if args.with_compile:
+            tok = load_tokenizer(args.tokenizer)
+            figures = {} if args.compile_only else run(tok, smoke=args.smoke, corpus=(regions, labels))
+            if args.with_compile or args.compile_only:
+                write_figures(args, figures)  # a compile that outlives the machine must not take these with it
                 compiled = run(tok, smoke=args.smoke, corpus=(regions, labels), compile="on")
-                figures.update({f"compiled_{k}": v for k, v in compiled.items() if "samples_per_s" in k})
-            print(json.dumps(figures, indent=2), flush=True)
+                figures.update({f"compiled_{k}": v for k, v in compiled.items() if "samples_per_s" in k or k.endswith("_error")})
+            write_figures(args, figures)
+        if args.profile and cuda:
+            from bench.gpu_trainer import profile_model_only
+
+            for dual in (False, True):
+                log(f"profile: {'dual' if dual else 'single'} stream, model only, batch 512, 5 steps")
+                print(profile_model_only(512, dual=dual), flush=True)
         log(f"done in {time.perf_counter() - t0:.0f} s")
         return 0
     finally:

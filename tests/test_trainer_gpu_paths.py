@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import pytest
@@ -182,9 +183,30 @@ def test_compile_flag_wraps_the_model(corpus, tmp_path):
     root, regions, labels = corpus
     assert not train_mod.compile_enabled(TrainConfig(compile="auto"), CPU)
     assert train_mod.compile_enabled(TrainConfig(compile="auto"), torch.device("cuda"))
-    assert not train_mod.compile_enabled(TrainConfig(), torch.device("cuda"))
+    assert train_mod.compile_enabled(TrainConfig(), torch.device("cuda"))  # the default: on for CUDA
+    assert not train_mod.compile_enabled(TrainConfig(compile="off"), torch.device("cuda"))
     records = train(tiny_config(regions, labels, tmp_path / "c", steps=2, compile="on", compile_backend="eager"))
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_compiles_once_for_every_shape(tmp_path):
+    """Batches differ in text length, masked positions, pairs and phrase width (and in size at an
+    epoch's end). The compiled model must give eager's losses and compile its graphs once, not once
+    per new shape: under the old ``dynamic=None`` this run built 12 graphs in 60 steps, each tens of
+    seconds of inductor time on a GPU. (The ``eager`` backend traces exactly as inductor does.)"""
+    from torch._dynamo.utils import counters
+
+    regions, labels = write_corpus(tmp_path / "corpus", num_images=200, num_shards=4)
+    plain = train(tiny_config(regions, labels, tmp_path / "eager", steps=40))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = train(tiny_config(regions, labels, tmp_path / "compiled", steps=40, compile="on", compile_backend="eager"))
+    assert [r["loss"] for r in compiled] == pytest.approx([r["loss"] for r in plain], rel=1e-5)
+    # Three frames (the model, and the grounding head on either side of its LSTM, which dynamo runs
+    # eagerly), plus at most one recompile when a batch first has 0 or 1 masked regions.
+    assert counters["stats"]["unique_graphs"] <= 4
+    torch._dynamo.reset()
 
 
 def test_stats_row_names_every_term(corpus, tok):
@@ -208,9 +230,37 @@ def test_gpu_check_script_smoke_mode_kills_resumes_and_matches(tmp_path, capsys)
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     assert gpu_check.main(["--smoke", "--skip-bench", "--out", str(tmp_path)]) == 0
-    assert "resume OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resume OK" in out
     straight, resumed = (gpu_check.losses(tmp_path / d) for d in ("straight", "resumed"))
-    assert sorted(resumed) == list(range(1, 9)) and all(straight[s]["loss"] == resumed[s]["loss"] for s in straight)
+    assert sorted(resumed) == list(range(1, 17)) and all(straight[s]["loss"] == resumed[s]["loss"] for s in straight)
+    # The kill landed mid-run: the resumed invocation started from a checkpoint before the last step.
+    assert re.search(r"killed at step (\d+) \(last checkpoint (\d+)\)", out) and int(re.search(r"last checkpoint (\d+)", out)[1]) < 16
+
+
+def test_gpu_check_kill_reaches_a_worker_in_a_session_of_its_own():
+    """torchrun puts each worker in a new session: killing the launcher's group left the trainer running
+    (and the "resumed" run started from its final checkpoint). kill_tree must end the worker too."""
+    import importlib.util
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    code = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True); "
+            "print(p.pid, flush=True); time.sleep(60)")
+    launcher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    worker = int(launcher.stdout.readline())
+    assert worker in gpu_check.process_tree(launcher.pid)
+    t0 = time.monotonic()
+    gpu_check.kill_tree(launcher.pid)
+    launcher.wait()
+    assert not Path(f"/proc/{worker}").exists() or gpu_check._state(worker) == "zombie"
+    assert time.monotonic() - t0 < 10
 
 
 def test_bench_counts_bert_base_flops_close_to_the_analytic_formula():

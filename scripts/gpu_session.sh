@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one call of a lent machine (one H100/H200, about 8 minutes):
+#   1. trainer: corpus >= 20,000 examples, torchrun run / SIGKILL / resume / compare, bench figures,
+#      profiler tables (scripts/gpu_check.py --profile);
+#   2. teachers: CUDA vs CPU boxes, fp16, the shared-model stage, real-size throughput and GPU-busy share
+#      (scripts/gpu_check_teachers.py);
+#   3. the trainer bench again with torch.compile, in whatever time is left (reuses part 1's corpus).
+# Each part has its own time limit inside one overall deadline, so a part that fails or hangs does not
+# take the others' figures with it. Logs and JSON go to $OUT (default ./gpu-out).
+#
+#   bash scripts/gpu_session.sh [deadline_seconds=480]
+#   SMOKE=1 bash scripts/gpu_session.sh            # toy sizes on a CPU: checks this script, measures nothing
+#   PARTS="compile teachers" bash scripts/gpu_session.sh   # only those parts, in the order of this file
+#
+# A machine without the project's packages (the lent ones): run scripts/gpu_prepare.sh here first; it
+# fills .whl/ (wheels) and .gpu/tokenizer/ (vocabulary), which this script uses when present.
+set -u
+deadline=$(( $(date +%s) + ${1:-480} ))
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+tok=minilm
+[ -d .gpu/tokenizer ] && tok=.gpu/tokenizer
+smoke=()
+[ "${SMOKE:-0}" = 1 ] && smoke=(--smoke)  # SMOKE=1: the same calls at toy size on a CPU (proves the script)
+
+# part NAME LIMIT CMD...: run CMD with the smaller of LIMIT and the time left, log to $OUT/NAME.log.
+part() {
+  local name=$1 limit=$2 left
+  shift 2
+  left=$(( deadline - $(date +%s) ))
+  (( left < limit )) && limit=$left
+  if (( limit < 20 )); then echo "=== $name: skipped, ${left}s left"; return; fi
+  echo "=== $name: start $(date +%T), limit ${limit}s"
+  timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  echo "=== $name: exit $? at $(date +%T)"
+  grep -E "gpu_check|gpu bench|resume|FAILED|Error|error" "$OUT/$name.log" | grep -v "INFO trainer: step" | tail -n 40
+}
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+  nproc
+} >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+parts=" ${PARTS:-trainer teachers compile} "  # PARTS="compile teachers": what a later session still needs
+[[ $parts == *" trainer "* ]] && part trainer 270 python3 scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --json "$OUT/trainer_bench.json" --profile "${smoke[@]}"
+[[ $parts == *" teachers "* ]] && part teachers 170 python3 scripts/gpu_check_teachers.py --images 16 "${smoke[@]}"
+[[ $parts == *" compile "* ]] && part compile 600 python3 scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --compile-only --json "$OUT/trainer_bench_compiled.json" "${smoke[@]}"
+echo "=== done $(date +%T), $(( deadline - $(date +%s) ))s before the deadline"

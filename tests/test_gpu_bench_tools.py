@@ -1,0 +1,53 @@
+"""The GPU benches' own arithmetic and scripts, on CPU: what CI can check of code that measures GPUs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_union_of_kernel_intervals_counts_overlaps_once():
+    from bench.bench_teachers import union_seconds
+
+    assert union_seconds([]) == 0
+    assert union_seconds([(0, 1e6)]) == pytest.approx(1.0)
+    # Overlapping (two streams), nested, disjoint, unsorted: 0..3 s and 5..6 s are busy.
+    assert union_seconds([(5e6, 6e6), (0, 2e6), (1e6, 3e6), (1.5e6, 2.5e6)]) == pytest.approx(4.0)
+
+
+def test_busy_share_counts_kernels_only_and_reads_real_profiler_events():
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.bench_teachers import kernel_intervals, union_seconds
+
+    ev = lambda name, dev, a, b: SimpleNamespace(name=name, device_type=dev, time_range=SimpleNamespace(start=a, end=b))  # noqa: E731
+    events = [ev("aten::mm", DeviceType.CPU, 0, 10), ev("nvjet_gemm", DeviceType.CUDA, 2, 6), ev("elementwise", DeviceType.CUDA, 4, 8),
+              ev("Memcpy HtoD (Pinned -> Device)", DeviceType.CUDA, 8, 20)]
+    assert union_seconds(kernel_intervals(events)) == pytest.approx(6e-6)
+    # The attributes exist on the profiler's own events (a CPU profile has no kernels).
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.ones(64, 64) @ torch.ones(64, 64)
+    assert prof.events() and kernel_intervals(prof.events()) == []
+
+
+@pytest.mark.slow
+def test_teacher_gpu_check_smoke_runs_every_part(tmp_path, monkeypatch):
+    """scripts/gpu_check_teachers.py --smoke: the CPU/auto-device comparison, the shared-model stage on
+    the DirectRunner, and the throughput bench with the tiny models; writes its JSON to $OUT."""
+    import importlib.util
+    import json
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("gpu_check_teachers", ROOT / "scripts" / "gpu_check_teachers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke", "--images", "3"]) == 0
+    report = json.loads((tmp_path / "gpu_check_teachers.json").read_text())
+    assert report["ok"] and report["shared_stage"]["ok"] and report["shared_stage"]["results"] == report["shared_stage"]["captions"]
+    assert {"grounding_dino", "owlv2"} <= set(report["bench"]) and report["bench"]["owlv2"]["batch_8"]["images_per_s"] > 0
