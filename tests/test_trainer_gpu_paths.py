@@ -138,6 +138,21 @@ def test_two_gloo_ranks_with_unequal_shards_make_only_device_collectives(tmp_pat
     assert len(ckpt["data_position"]) == 2  # each rank's own position
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_compiled_ddp_on_two_gloo_ranks_matches_eager_ddp(tmp_path):
+    """The production path on a GPU node: torchrun, DDP, and (the CUDA default) torch.compile over
+    the DDP module, where dynamo splits the graph at DDP's gradient buckets. Same losses as eager DDP."""
+    regions, labels = write_corpus(tmp_path / "data", num_images=40, num_shards=4)
+    losses = {}
+    for mode in ("off", "on"):
+        cfg = tiny_config(regions, labels, tmp_path / mode, steps=6, batch_size=4, num_workers=1, compile=mode, compile_backend="eager")
+        (tmp_path / f"log-{mode}").mkdir()
+        mp.start_processes(ddp_train_worker, args=(2, _free_port(), cfg, str(tmp_path / f"log-{mode}")), nprocs=2, join=True, start_method="spawn")
+        losses[mode] = [r["loss"] for r in json.loads((tmp_path / f"log-{mode}" / "rank0.json").read_text())["records"]]
+    assert len(losses["on"]) == 6 and losses["on"] == pytest.approx(losses["off"], rel=1e-5)
+
+
 def test_loader_workers_live_across_epochs(corpus, tok, tmp_path):
     root, regions, labels = corpus
     cfg = tiny_config(regions, labels, tmp_path, num_workers=2, batch_size=8)
