@@ -120,8 +120,18 @@ def end_to_end(cfg: TrainConfig, tok, device: torch.device, steps: int, feat_dim
     model, net, opt = built or _model(cfg, feat_dim, NUM_CLASSES, len(tok), device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    warmup, calls, waited = 3, [0], [0.0]  # waited: main-thread seconds inside stream.next() in the timed steps
+
+    def next_batch() -> list[dict]:
+        t = time.perf_counter()
+        batch = stream.next()
+        calls[0] += 1
+        if calls[0] > warmup:
+            waited[0] += time.perf_counter() - t
+        return [batch]
+
     try:
-        seconds, n = _timed_steps(net, opt, lambda: [stream.next()], cfg, device, steps, warmup=3)
+        seconds, n = _timed_steps(net, opt, next_batch, cfg, device, steps, warmup=warmup)
     finally:
         stream.close()
     # The same model on one of these batches, already on the device: the loader's true overhead. (The
@@ -131,7 +141,8 @@ def end_to_end(cfg: TrainConfig, tok, device: torch.device, steps: int, feat_dim
     own_seconds, own_n = _timed_steps(net, opt, lambda: [resident], cfg, device, steps, warmup=1)
     out = {"samples_per_s": n / seconds, "flops_per_sample": flops_per_sample(cfg, first, feat_dim, NUM_CLASSES, len(tok)),
            "text_tokens": int(first["input_ids"].shape[1]), "regions": int(first["feat"].shape[1]),
-           "over_same_batch_model_only": (n / seconds) / (own_n / own_seconds)}
+           "over_same_batch_model_only": (n / seconds) / (own_n / own_seconds),
+           "loader_ms_per_step": 1000 * waited[0] / steps, "step_ms": 1000 * seconds / steps}
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -206,7 +217,7 @@ def run(tok, smoke: bool = False, corpus: tuple[Path, Path] | None = None, compi
                     for peak in ("matmul_bf16_tflops", "datasheet_bf16_tflops"):
                         if res.get(peak):
                             res[f"{key}_mfu_vs_{peak.removesuffix('_bf16_tflops')}"] = round(r["samples_per_s"] * r["flops_per_sample"] / (res[peak] * 1e12), 3)
-                    for extra in ("peak_mem_gib", "text_tokens", "params_m", "over_same_batch_model_only"):
+                    for extra in ("peak_mem_gib", "text_tokens", "params_m", "over_same_batch_model_only", "loader_ms_per_step", "step_ms"):
                         if extra in r:
                             res[f"{key}_{extra}"] = round(r[extra], 2)
                     print(f"[gpu bench] {key}: {res[f'{key}_samples_per_s']} samples/s ({time.perf_counter() - t0:.0f} s)", flush=True)

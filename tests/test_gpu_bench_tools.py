@@ -51,3 +51,19 @@ def test_teacher_gpu_check_smoke_runs_every_part(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "gpu_check_teachers.json").read_text())
     assert report["ok"] and report["shared_stage"]["ok"] and report["shared_stage"]["results"] == report["shared_stage"]["captions"]
     assert {"grounding_dino", "owlv2"} <= set(report["bench"]) and report["bench"]["owlv2"]["batch_8"]["images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_trainer_gpu_section_smoke_gives_every_row_side_by_side():
+    """bench/gpu_trainer.run at toy size on CPU: every stream x mode x batch row, the end-to-end
+    diagnostics (its own batch resident, time waiting on the loader), and no configuration failing."""
+    from bench.gpu_trainer import run
+    from trainer.data.text import load_tokenizer
+
+    res = run(load_tokenizer("minilm"), smoke=True)
+    assert not [k for k in res if k.endswith("_error")], res
+    for stream in ("single", "dual"):
+        for b in (4, 8):
+            assert res[f"{stream}_model_only_b{b}_samples_per_s"] > 0 and res[f"{stream}_end_to_end_b{b}_samples_per_s"] > 0
+            assert 0 < res[f"{stream}_end_to_end_b{b}_over_same_batch_model_only"]
+            assert 0 <= res[f"{stream}_end_to_end_b{b}_loader_ms_per_step"] < res[f"{stream}_end_to_end_b{b}_step_ms"]
