@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:  # the full size on a CPU would run for hours and prove nothing
+        print("gpu_check: no CUDA device here; run it on a GPU node, or with --smoke on a CPU", file=sys.stderr)
+        return 2
     rtol = args.rtol if args.rtol is not None else (2e-2 if cuda else 1e-6)
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gpu_check-"))
     try:

@@ -16,13 +16,21 @@
 # fills .whl/ (wheels) and .gpu/tokenizer/ (vocabulary), which this script uses when present.
 set -u
 deadline=$(( $(date +%s) + ${1:-480} ))
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if compgen -G ".whl/*.whl" >/dev/null; then
+# The project's .venv where there is one (a GPU node set up with make install), else the machine's
+# python3, with the wheels of .whl/ installed beside it.
+PY=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python
+if [ "$PY" = python3 ] && compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+if [ "${SMOKE:-0}" != 1 ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "gpu_session: $PY sees no CUDA device (or no torch); run it on a GPU machine, or SMOKE=1 for the toy sizes" >&2
+  exit 2
+fi
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
 tok=minilm
 [ -d .gpu/tokenizer ] && tok=.gpu/tokenizer
 smoke=()
@@ -43,13 +51,13 @@ part() {
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
   nproc
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
 parts=" ${PARTS:-trainer teachers compile} "  # PARTS="compile teachers": what a later session still needs
-[[ $parts == *" trainer "* ]] && part trainer 270 python3 scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --json "$OUT/trainer_bench.json" --profile "${smoke[@]}"
-[[ $parts == *" teachers "* ]] && part teachers 170 python3 scripts/gpu_check_teachers.py --images 16 "${smoke[@]}"
-[[ $parts == *" compile "* ]] && part compile 600 python3 scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --compile-only --json "$OUT/trainer_bench_compiled.json" "${smoke[@]}"
+[[ $parts == *" trainer "* ]] && part trainer 270 "$PY" scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --json "$OUT/trainer_bench.json" --profile "${smoke[@]}"
+[[ $parts == *" teachers "* ]] && part teachers 170 "$PY" scripts/gpu_check_teachers.py --images 16 "${smoke[@]}"
+[[ $parts == *" compile "* ]] && part compile 600 "$PY" scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --compile-only --json "$OUT/trainer_bench_compiled.json" "${smoke[@]}"
 echo "=== done $(date +%T), $(( deadline - $(date +%s) ))s before the deadline"
