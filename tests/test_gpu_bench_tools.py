@@ -67,3 +67,29 @@ def test_trainer_gpu_section_smoke_gives_every_row_side_by_side():
             assert res[f"{stream}_model_only_b{b}_samples_per_s"] > 0 and res[f"{stream}_end_to_end_b{b}_samples_per_s"] > 0
             assert 0 < res[f"{stream}_end_to_end_b{b}_over_same_batch_model_only"]
             assert 0 <= res[f"{stream}_end_to_end_b{b}_loader_ms_per_step"] < res[f"{stream}_end_to_end_b{b}_step_ms"]
+
+
+def test_gpu_session_without_cuda_says_so_and_writes_nothing(tmp_path):
+    import subprocess
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_session.sh"), "60"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "no CUDA device" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_gpu_session_smoke_runs_its_parts_and_keeps_their_logs(tmp_path):
+    """SMOKE=1: the session script's own flow (parts, limits, logs, JSON) at toy size on a CPU."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "SMOKE": "1", "PARTS": "teachers", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_session.sh"), "200"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "=== teachers: exit 0" in p.stdout and "trainer:" not in p.stdout
+    assert json.loads((tmp_path / "gpu_check_teachers.json").read_text())["ok"]
+    assert (tmp_path / "teachers.log").exists() and (tmp_path / "env.txt").exists()
