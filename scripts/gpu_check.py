@@ -91,13 +91,14 @@ def kill_tree(root: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in tree[1:]):
+    while any(_state(pid) == "alive" for pid in tree[1:]):
         if time.monotonic() > deadline:
             raise SystemExit(f"gpu_check: workers {tree[1:]} still alive 30 s after SIGKILL")
         time.sleep(0.05)
 
 
 def _state(pid: int) -> str:
+    """"alive", or "zombie" once the process has died (gone, or dead and not yet reaped)."""
     try:
         return "zombie" if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z") else "alive"
     except (OSError, IndexError):
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for torchrun")
     ap.add_argument("--rtol", type=float, default=None, help="relative loss tolerance (default: 1e-6 on CPU, 2e-2 on CUDA)")
     ap.add_argument("--skip-bench", action="store_true")
-    ap.add_argument("--with-compile", action="store_true", help="also bench with torch.compile (adds about a minute)")
+    ap.add_argument("--with-compile", action="store_true", help="also bench with torch.compile (adds minutes: one compile per stream and mode)")
     ap.add_argument("--compile-only", action="store_true",
                     help="reuse the corpus in --out, skip the runs, bench with torch.compile only (a second call on a GPU machine)")
     ap.add_argument("--json", default="", help="also write the bench figures to this file")
