@@ -88,11 +88,11 @@ def _timed_steps(model, opt, next_batches, cfg, device, steps: int, warmup: int)
     return seconds, int(torch.stack(rows)[:, STATS.index("examples")].sum())
 
 
-def _model(cfg: TrainConfig, feat_dim: int, num_classes: int, vocab: int, device: torch.device):
+def _model(cfg: TrainConfig, feat_dim: int, num_classes: int, vocab: int, device: torch.device, dynamic: bool = True):
     torch.manual_seed(0)
     model = build_model(cfg, feat_dim, num_classes, vocab).to(device)
     opt = make_optimizer(model, cfg)
-    net = compile_model(model, cfg) if compile_enabled(cfg, device) else model
+    net = compile_model(model, cfg, dynamic) if compile_enabled(cfg, device) else model
     return model, net, opt
 
 
