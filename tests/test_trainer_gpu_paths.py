@@ -208,7 +208,7 @@ def test_compile_flag_wraps_the_model(corpus, tmp_path):
 def test_compiled_training_matches_eager_and_compiles_once_for_every_shape(tmp_path):
     """Batches differ in text length, masked positions, pairs and phrase width (and in size at an
     epoch's end). The compiled model must give eager's losses and compile its graphs once, not once
-    per new shape: under the old ``dynamic=None`` this run built 12 graphs in 60 steps, each tens of
+    per new shape: under the old ``dynamic=None`` this run built 12 graphs in its 40 steps, each tens of
     seconds of inductor time on a GPU. (The ``eager`` backend traces exactly as inductor does.)"""
     from torch._dynamo.utils import counters
 

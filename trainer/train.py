@@ -120,7 +120,7 @@ def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
 def compile_model(model: torch.nn.Module, cfg: TrainConfig, dynamic: bool = True) -> torch.nn.Module:
     """``torch.compile`` for batches whose sizes all vary (text length, masked positions, pairs, phrase
     width): symbolic sizes from the start, and no tying of two sizes that happen to be equal in one
-    batch (duck shapes). Otherwise each new shape costs a recompile: 12 graphs in 60 steps, not 3.
+    batch (duck shapes). Otherwise each new shape costs a recompile: 12 graphs in the test's 40 steps, not 3.
     (``dynamic=False``: torch's default specialisation, for a bench on one fixed batch.)"""
     if not dynamic:
         return torch.compile(model, backend=cfg.compile_backend)
