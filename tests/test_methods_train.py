@@ -192,6 +192,24 @@ def test_mu_vla_run_logs_the_curriculum_and_resumes_exactly(corpus, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["mu_vla", "ssga+partial_ot"])
+def test_compiled_run_matches_eager(corpus, tmp_path, method):
+    """On CUDA the model is compiled by default (dynamic sizes): μ-VLA's three batch kinds and the
+    partial-OT term must give eager's losses through the compiled model too (``eager`` backend: the
+    same tracing as inductor, without its code generation)."""
+    import torch
+
+    kw = dict(steps=6, num_workers=1, ckpt_every=100, mu_region_phrase_at=2, mu_image_sentence_at=4)
+    plain = train(_cfg(corpus, tmp_path / "eager", method, **kw))
+    torch._dynamo.reset()
+    compiled = train(_cfg(corpus, tmp_path / "compiled", method, compile="on", compile_backend="eager", **kw))
+    torch._dynamo.reset()
+    for a, b in zip(plain, compiled, strict=True):
+        for key in ("loss", *TERMS):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+@pytest.mark.slow
 def test_partial_ot_run_resumes_exactly(corpus, tmp_path):
     kw = dict(steps=4, num_workers=1, dropout=0.1, ckpt_every=100)
     straight = train(_cfg(corpus, tmp_path / "a", "ssga+partial_ot", **kw))
