@@ -120,14 +120,15 @@ def end_to_end(cfg: TrainConfig, tok, device: torch.device, steps: int, feat_dim
     model, net, opt = built or _model(cfg, feat_dim, NUM_CLASSES, len(tok), device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    warmup, calls, waited = 3, [0], [0.0]  # waited: main-thread seconds inside stream.next() in the timed steps
+    warmup, calls, waited = 3, 0, 0.0  # waited: main-thread seconds inside stream.next() in the timed steps
 
     def next_batch() -> list[dict]:
+        nonlocal calls, waited
         t = time.perf_counter()
         batch = stream.next()
-        calls[0] += 1
-        if calls[0] > warmup:
-            waited[0] += time.perf_counter() - t
+        calls += 1
+        if calls > warmup:
+            waited += time.perf_counter() - t
         return [batch]
 
     try:
@@ -142,7 +143,7 @@ def end_to_end(cfg: TrainConfig, tok, device: torch.device, steps: int, feat_dim
     out = {"samples_per_s": n / seconds, "flops_per_sample": flops_per_sample(cfg, first, feat_dim, NUM_CLASSES, len(tok)),
            "text_tokens": int(first["input_ids"].shape[1]), "regions": int(first["feat"].shape[1]),
            "over_same_batch_model_only": (n / seconds) / (own_n / own_seconds),
-           "loader_ms_per_step": 1000 * waited[0] / steps, "step_ms": 1000 * seconds / steps}
+           "loader_ms_per_step": 1000 * waited / steps, "step_ms": 1000 * seconds / steps}
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -158,7 +159,7 @@ def profile_model_only(batch_size: int = 512, steps: int = 5, dual: bool = False
     device = torch.device("cuda")
     cfg = TrainConfig(**{**BERT_BASE, **(DUAL if dual else {})}, batch_size=batch_size)
     batch = synthetic_batch(batch_size, 36, 36, 2048, VG_CLASSES, 16, VOCAB, device)
-    model, net, opt = _model(cfg, 2048, VG_CLASSES, VOCAB, device)
+    _, net, opt = _model(cfg, 2048, VG_CLASSES, VOCAB, device)
     _timed_steps(net, opt, lambda: [batch], cfg, device, 2, warmup=3)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         _timed_steps(net, opt, lambda: [batch], cfg, device, steps, warmup=0)

@@ -274,7 +274,7 @@ def test_gpu_check_kill_reaches_a_worker_in_a_session_of_its_own():
     t0 = time.monotonic()
     gpu_check.kill_tree(launcher.pid)
     launcher.wait()
-    assert not Path(f"/proc/{worker}").exists() or gpu_check._state(worker) == "zombie"
+    assert gpu_check._state(worker) == "zombie"  # gone, or dead and not yet reaped
     assert time.monotonic() - t0 < 10
 
 
