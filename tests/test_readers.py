@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from schemas.boxes import exclusive_to_inclusive
-from schemas.records import RegionRecord
+from schemas.records import RegionRecord, region_problem
 from ssga_io.security import PICKLE_RISK
 from pipelines.formats import writers
 from pipelines.formats.readers import (
@@ -258,3 +258,16 @@ def test_language_writers():
     with pytest.raises(ValueError, match="objects_id has shape"):
         rec = make_record(n=2)
         writers.lxmert_line(rec, np.zeros(3), np.zeros(2), np.zeros(2), np.zeros(2))
+
+
+@pytest.mark.parametrize("value, bad", [(np.nan, True), (np.inf, True), (-np.inf, True), (65504.0, False), (-65504.0, False), (6e-8, False)])
+def test_float16_features_are_checked_by_their_bits(value, bad):
+    """Shards hold float16 features; the check reads the exponent bits (all ones: NaN or Inf), which
+    must agree with np.isfinite, in any position and for a strided view."""
+    rec = make_record()
+    rec.features = rec.features.astype(np.float16)
+    rec.features[-1, -1] = value
+    assert (region_problem(rec) == "features contain NaN or Inf") is bad
+    assert bad is (not np.isfinite(rec.features).all())
+    rec.features = rec.features[:, ::-1]  # a strided view
+    assert (region_problem(rec) == "features contain NaN or Inf") is bad
