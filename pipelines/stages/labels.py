@@ -11,7 +11,7 @@ import numpy as np
 from ssga_io import fs
 from pipelines.formats.captions import caption_sort_key
 from pipelines.formats.flickr30k import Flickr30kGroundTruth
-from pipelines.stages.stage_io import RegionInfo
+from pipelines.stages.stage_io import Batch, RegionInfo, merge_stats
 from pipelines.stages.match import match_phrases
 from pipelines.stages.quality import gt_alignment, quality_counts
 from schemas.records import ImageLabels, PhraseRecord, TeacherRecord, labels_problem
@@ -76,8 +76,8 @@ def _hist(values: list[int]) -> dict[str, int]:
 
 
 class BuildLabels(beam.DoFn):
-    """One image's ``([RegionInfo], [(PhraseRecord, TeacherRecord)])`` (grouped once, upstream) →
-    ``(shard, (key, members))`` per region sample, and per-image statistics on output ``stats``."""
+    """A ``Batch`` of images' ``([RegionInfo], [(PhraseRecord, TeacherRecord)])`` (grouped once, upstream) →
+    ``(shard, Batch[(key, members)])`` per region shard, and the batch's summed statistics on output ``stats``."""
 
     def __init__(self, threshold: float, teacher: str, flickr30k: str = ""):
         self.threshold, self.teacher, self.flickr30k = threshold, teacher, flickr30k
@@ -85,19 +85,24 @@ class BuildLabels(beam.DoFn):
     def setup(self):
         self.gt = Flickr30kGroundTruth(self.flickr30k) if self.flickr30k else None
 
-    def process(self, item):
-        regions, captions = item
-        for region in sorted(regions, key=lambda r: (r.shard, r.key)):
-            lab = image_labels(region, captions, self.threshold, self.teacher)
-            stats = image_stats(lab, [t for _, t in captions])
-            if self.gt is not None:
-                stats["quality"] = quality_counts(lab.align, *gt_alignment(lab, region.boxes, self.gt))
-            yield beam.pvalue.TaggedOutput(STATS, stats)
-            yield region.shard, (region.key, encode_labels(lab))
+    def process(self, images: Batch):
+        shards: dict[int, Batch] = {}
+        total: dict = {}
+        for regions, captions in images:
+            for region in regions:
+                lab = image_labels(region, captions, self.threshold, self.teacher)
+                stats = image_stats(lab, [t for _, t in captions])
+                if self.gt is not None:
+                    stats["quality"] = quality_counts(lab.align, *gt_alignment(lab, region.boxes, self.gt))
+                total = merge_stats(total, stats)
+                shards.setdefault(region.shard, Batch()).append((region.key, encode_labels(lab)))
+        if total:
+            yield beam.pvalue.TaggedOutput(STATS, total)
+        yield from sorted(shards.items())
 
 
 class WriteLabelShards(beam.PTransform):
-    """``(shard, (key, members))`` → ``<dir>/labels-NNNNNN.tar`` (keys sorted by write_shard); yields sample counts."""
+    """``(shard, Batch[(key, members)])`` → ``<dir>/labels-NNNNNN.tar`` (keys sorted by write_shard); yields sample counts."""
 
     def __init__(self, directory: str):
         super().__init__()
@@ -107,8 +112,8 @@ class WriteLabelShards(beam.PTransform):
         directory = self.directory
 
         def write(item):
-            index, members = item
-            return publish_shard(fs.join(directory, shard_name(LABEL_PREFIX, index)), dict(members))
+            index, batches = item
+            return publish_shard(fs.join(directory, shard_name(LABEL_PREFIX, index)), dict(kv for b in batches for kv in b))
 
         return samples | "GroupByShard" >> beam.GroupByKey() | "Write" >> beam.Map(write)
 
