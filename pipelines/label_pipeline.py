@@ -188,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
     ap.add_argument("--max-phrases", type=int, default=PhraseConfig.max_phrases)
     ap.add_argument("--keep-pronouns", action="store_true")
     ap.add_argument("--keep-abstract-heads", action="store_true")
-    ap.add_argument("--teacher-batch-size", type=int, default=64)
+    ap.add_argument("--teacher-batch-size", type=int, default=64, help="images (with all their captions) per teacher call (default %(default)s)")
     ap.add_argument("--force", action="store_true", help="re-run even if a complete manifest matches")
     ap.add_argument("--image-id", default="auto", choices=("auto", "stem", "int"),
                     help="how a caption url names its region sample: file stem, the integer at its end (COCO ids, as BUTD's "
