@@ -47,7 +47,7 @@ def _phrases_with_urls(block: int, group: dict) -> tuple[int, dict]:
         if missing:
             raise ValueError(f"stored phrase records {missing[:3]} have no row in the captions file (phrases output and captions disagree)")
         phrases = [(r, urls[r.caption_id]) for r in stored]
-    return block, {"phrases": phrases, "regions": _flat(group, "regions")}
+    return block, {"phrases": Batch(phrases), "regions": Batch(_flat(group, "regions"))}  # Batches: one pickle each, not one per record
 
 
 def _stored_teacher(group: dict) -> Batch:
