@@ -24,6 +24,7 @@ from pipelines.stages.stage_io import (
     region_shards,
     write_json,
 )
+from pipelines.stages.batch import use_batch_aware_coder
 from pipelines.stages.labels import STATS, BuildLabels, WriteLabelShards
 from pipelines.stages.phrases import DEAD, ExtractPhrases
 from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_from_row, phrases_to_row, teacher_from_row, teacher_to_row
@@ -81,6 +82,7 @@ def build_pipeline(
     Records travel in ``Batch`` es (a batch of captions, a block of images), not one per element:
     Beam's per-element cost is then paid per batch, not per record.
     """
+    use_batch_aware_coder()  # Beam sizes a sampled batch cheaply, instead of pickling it whole
     out = dirs
     num_shards = len(region_shards(cfg.regions))
     blocks = num_shards  # a block's phrase and teacher rows are one Parquet file

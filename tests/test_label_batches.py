@@ -2,6 +2,7 @@
 unpack them (counts, sinks, the RunInference handler, block statistics) keep the per-record contract."""
 import json
 import pickle
+import typing
 
 import apache_beam as beam
 import numpy as np
@@ -115,3 +116,43 @@ def test_label_stats_sum_over_images():
         "teacher_score_hist": {"0.0": 1, "0.3": 1, "0.9": 2}, "quality": {"tp": 4, "fp": 2},
     }
     assert LabelStats().result() == {}
+
+
+def test_batch_aware_coder_encodes_what_beams_default_encodes_and_sizes_a_batch_from_one_record():
+    """Beam samples elements at every step to estimate their size, and its default coder measures by
+    encoding: a whole batch pickled just to be measured. The batch-aware coder estimates from one record."""
+    from pipelines.stages.batch import BatchAwareCoder
+
+    pickled = []
+
+    class Spy(coders.PickleCoder):
+        def _create_impl(self):
+            return coder_impl.CallbackCoderImpl(lambda x: pickled.append(type(x)) or pickle.dumps(x), pickle.loads)
+
+    batch = Batch(_region(str(i)) for i in range(50))
+    default, aware = coders.FastPrimitivesCoder(fallback_coder=Spy()), BatchAwareCoder(fallback_coder=Spy())
+    for value in (batch, (3, batch), (3, (1, batch)), {"regions": batch}, ("plain", [1, 2.5, None]), _region("x")):
+        assert aware.encode(value) == default.encode(value)  # the same bytes at a shuffle
+        back = aware.decode(aware.encode(value))
+        assert type(back) is type(value)
+    true_size = len(default.encode((3, batch)))
+    for value in (batch, (3, batch), (3, (1, batch)), {"regions": batch}):
+        pickled.clear()
+        size, observables = aware.get_impl().get_estimated_size_and_observables(value)
+        assert pickled == [] and observables == []  # no record went through the coder's pickle
+        assert 0.9 * true_size < size < 1.1 * true_size, (value, size, true_size)
+    pickled.clear()
+    assert aware.get_impl().get_estimated_size_and_observables(("plain", [1, 2.5]))[0] == default.get_impl().get_estimated_size_and_observables(("plain", [1, 2.5]))[0]
+    default.get_impl().get_estimated_size_and_observables(batch)
+    assert pickled == [Batch]  # what Beam's default does: the whole batch, to measure it
+
+
+def test_use_batch_aware_coder_makes_it_the_coder_of_untyped_collections_once():
+    from apache_beam.coders import typecoders
+
+    from pipelines.stages.batch import BatchAwareCoder, use_batch_aware_coder
+
+    use_batch_aware_coder()
+    use_batch_aware_coder()
+    assert isinstance(typecoders.registry.get_coder(typing.Any), BatchAwareCoder)
+    assert sum(c is BatchAwareCoder for c in typecoders.registry._fallback_coder._coders) == 1  # registered once

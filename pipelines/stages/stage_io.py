@@ -1,9 +1,8 @@
 """Beam sources and sinks shared by the label stages: region shards in, Parquet shards, dead letters and
 count summaries out. Every sink sorts before writing, so outputs do not depend on worker count.
 
-The label graph carries records in :class:`Batch` es (hundreds of records per element), not one
-record per element: Beam's per-element cost (bundle machinery, a pickle per object at every shuffle)
-is then paid per batch. The sinks here take single records and batches alike."""
+The label graph carries records in :class:`~pipelines.stages.batch.Batch` es (hundreds of records per
+element), not one record per element. The sinks here take single records and batches alike."""
 from __future__ import annotations
 
 import json
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssga_io import fs
+from pipelines.stages.batch import Batch
 from pipelines.formats.captions import read_captions
 from schemas.manifest import DEAD_LETTER_NAME
 from schemas.discovery import indexed_shards
@@ -24,14 +24,6 @@ from schemas.shards import REGION_PREFIX, iter_regions, shard_index
 
 COUNTS_NAME = "_COUNTS.json"
 STATS_NAME = "_STATS.json"
-
-
-class Batch(list):
-    """Records travelling as one element. A ``list`` subclass so that Beam's coder pickles the batch in
-    one call at a shuffle instead of walking it (a plain list is encoded item by item, each record
-    pickled on its own). Sinks and counts unpack it: a batch counts as its records."""
-
-    __slots__ = ()
 
 
 def records(item: Any) -> list:
