@@ -10,43 +10,61 @@ from ssga_io import fs
 from pipelines.formats.captions import load_id_map
 from pipelines.label_plan import LabelConfig
 from pipelines.stages.stage_io import (
+    Batch,
     RegionInfo,
     STATS_NAME,
     ReadCaptions,
     ReadParquetRecords,
-    ReadRegions,
+    ReadRegionBlocks,
     SumStats,
+    by_block,
     WriteCounts,
     WriteDeadLetters,
     WriteParquetShards,
     region_shards,
     write_json,
 )
+from pipelines.stages.batch import use_batch_aware_coder
 from pipelines.stages.labels import STATS, BuildLabels, WriteLabelShards
 from pipelines.stages.phrases import DEAD, ExtractPhrases
 from schemas.arrow import PHRASES_SCHEMA, TEACHER_SCHEMA, phrases_from_row, phrases_to_row, teacher_from_row, teacher_to_row
 from schemas.records import PhraseRecord, TeacherRecord
 
 
-def _phrases_with_urls(image_id: str, group: dict) -> list[tuple[PhraseRecord, str]]:
-    """The image's ``(PhraseRecord, url)``: as extracted, or stored ones paired with their caption's url
-    (Parquet keeps no url, the captions file has it)."""
+def _flat(group: dict, tag: str) -> list:
+    """The records of one kind in a block's co-group (each value a ``Batch``)."""
+    return [x for batch in group.get(tag, ()) for x in batch]
+
+
+def _phrases_with_urls(block: int, group: dict) -> tuple[int, dict]:
+    """The block's ``{"phrases": [(PhraseRecord, url)], "regions": [RegionInfo]}``: phrases as extracted, or
+    stored ones paired with their caption's url (Parquet keeps no url, the captions file has it)."""
     if "phrases" in group:
-        return list(group["phrases"])
-    urls = dict(group["urls"])
-    missing = [r.caption_id for r in group["stored_phrases"] if r.caption_id not in urls]
-    if missing:
-        raise ValueError(f"image {image_id!r}: stored phrase records {missing[:3]} have no row in the captions file (phrases output and captions disagree)")
-    return [(r, urls[r.caption_id]) for r in group["stored_phrases"]]
+        phrases = _flat(group, "phrases")
+    else:
+        urls = {caption_id: url for caption_id, url, _ in _flat(group, "urls")}
+        stored = _flat(group, "stored_phrases")
+        missing = [r.caption_id for r in stored if r.caption_id not in urls]
+        if missing:
+            raise ValueError(f"stored phrase records {missing[:3]} have no row in the captions file (phrases output and captions disagree)")
+        phrases = [(r, urls[r.caption_id]) for r in stored]
+    return block, {"phrases": Batch(phrases), "regions": Batch(_flat(group, "regions"))}  # Batches: one pickle each, not one per record
 
 
-def _stored_teacher(image_id: str, group: dict) -> tuple[list[RegionInfo], list[tuple[PhraseRecord, TeacherRecord]]]:
-    """The image's regions and its stored teacher records, each paired with its phrase record by caption id."""
-    phrases = {r.caption_id: r for r in (group["stored_phrases"] if "stored_phrases" in group else (pu[0] for pu in group["phrases"]))}
-    missing = [t.caption_id for t in group["teacher"] if t.caption_id not in phrases]
+def _stored_teacher(group: dict) -> Batch:
+    """The block's images: per image of the regions, its regions and its stored teacher records, each
+    paired with its phrase record by caption id."""
+    phrases = {r.caption_id: r for r in (_flat(group, "stored_phrases") if "stored_phrases" in group else (pu[0] for pu in _flat(group, "phrases")))}
+    teacher: dict[str, list[TeacherRecord]] = {}
+    for t in _flat(group, "teacher"):
+        teacher.setdefault(t.image_id, []).append(t)
+    missing = [t.caption_id for ts in teacher.values() for t in ts if t.caption_id not in phrases]
     if missing:
-        raise ValueError(f"image {image_id!r}: stored teacher records {missing[:3]} have no phrase record (teacher and phrases outputs disagree)")
-    return list(group["regions"]), [(phrases[t.caption_id], t) for t in group["teacher"]]
+        raise ValueError(f"stored teacher records {missing[:3]} have no phrase record (teacher and phrases outputs disagree)")
+    regions: dict[str, list[RegionInfo]] = {}
+    for r in _flat(group, "regions"):
+        regions.setdefault(r.image_id, []).append(r)
+    return Batch((rs, [(phrases[t.caption_id], t) for t in teacher.get(image_id, [])]) for image_id, rs in sorted(regions.items()))
 
 
 def build_pipeline(
@@ -56,22 +74,28 @@ def build_pipeline(
     back from their published Parquet (``dirs[stage]``) instead of being recomputed.
 
     Teacher, match and labels share one shuffle: everything they need of an image (its regions, its
-    phrases, stored records and caption urls where a stage is skipped) is grouped by image id once
-    (``GroupByImage``), and the image's group travels through the teacher into match → labels. The
-    only other shuffles write shards (grouped by shard) and gather counts and dead letters.
+    phrases, stored records and caption urls where a stage is skipped) is grouped once by the image's
+    block (``GroupByBlock``: its stable shard index, :func:`~pipelines.stages.stage_io.by_block`), and
+    each block's images travel through the teacher into match → labels. The only other shuffles spread
+    the inputs, write shards (grouped by shard) and gather counts and dead letters.
+
+    Records travel in ``Batch`` es (a batch of captions, a block of images), not one per element:
+    Beam's per-element cost is then paid per batch, not per record.
     """
+    use_batch_aware_coder()  # Beam sizes a sampled batch cheaply, instead of pickling it whole
     out = dirs
     num_shards = len(region_shards(cfg.regions))
+    blocks = num_shards  # a block's phrase and teacher rows are one Parquet file
 
     # phrases
     if run["phrases"] or run["teacher"]:  # a stored phrase needs its caption's url only for the teacher
         caps = p | "ReadCaptions" >> ReadCaptions(cfg.captions, cfg.image_id, load_id_map(cfg.id_map))
-    by_image: dict[str, Any] = {}
+    to_group: dict[str, Any] = {}
     if run["phrases"]:
         phr = caps["captions"] | "ExtractPhrases" >> ExtractPhrases(cfg.phrases)
         _ = (
             phr.phrases
-            | "PhraseRecords" >> beam.Map(lambda pu: pu[0])
+            | "PhraseRecords" >> beam.Map(lambda b: Batch(pu[0] for pu in b))
             | "WritePhrases" >> WriteParquetShards(out["phrases"], "phrases", PHRASES_SCHEMA, phrases_to_row, num_shards)
         )
         phrase_dead = (caps["dead"], phr[DEAD]) | "PhraseDead" >> beam.Flatten()
@@ -79,42 +103,39 @@ def build_pipeline(
         all_rows = (caps["captions"], caps["dead"]) | "CaptionRows" >> beam.Flatten()
         _ = {"in": all_rows, "out": phr.phrases, "rejected": phrase_dead} | "PhraseCounts" >> WriteCounts(out["phrases"])
         phrases = phr.phrases
-        by_image["phrases"] = phrases | "PhraseByImage" >> beam.Map(lambda pu: (pu[0].image_id, pu))
+        to_group["phrases"] = phrases | "PhraseBlocks" >> beam.FlatMap(lambda b: by_block(b, blocks, lambda pu: pu[0].image_id))
     else:
         phrases = p | "ReadPhrases" >> ReadParquetRecords(out["phrases"], "phrases", phrases_from_row)
-        by_image["stored_phrases"] = phrases | "PhraseByImage" >> beam.Map(lambda r: (r.image_id, r))
+        to_group["stored_phrases"] = phrases | "PhraseBlocks" >> beam.FlatMap(lambda b: by_block(b, blocks, lambda r: r.image_id))
         if run["teacher"]:
-            by_image["urls"] = caps["captions"] | "UrlByImage" >> beam.Map(lambda c: (c.image_id, (c.caption_id, c.url)))
+            to_group["urls"] = caps["captions"] | "UrlBlocks" >> beam.FlatMap(
+                lambda b: by_block([(c.caption_id, c.url, c.image_id) for c in b], blocks, lambda u: u[2]))
     if not (run["teacher"] or run["labels"]):
         return
 
-    # teacher, on each image's group
-    regions = p | "ReadRegions" >> ReadRegions(cfg.regions)
-    by_image["regions"] = regions
+    # teacher, on each block of images
+    regions = p | "ReadRegions" >> ReadRegionBlocks(cfg.regions, blocks)
+    to_group["regions"] = regions
     if not run["teacher"]:
         teacher_records = p | "ReadTeacher" >> ReadParquetRecords(out["teacher"], "teacher", teacher_from_row)
-        by_image["teacher"] = teacher_records | "TeacherByImage" >> beam.Map(lambda t: (t.image_id, t))
-    groups = by_image | "GroupByImage" >> beam.CoGroupByKey()
+        to_group["teacher"] = teacher_records | "TeacherBlocks" >> beam.FlatMap(lambda b: by_block(b, blocks, lambda t: t.image_id))
+    groups = to_group | "GroupByBlock" >> beam.CoGroupByKey()
     if run["teacher"]:
         from pipelines.stages.teacher import RunTeacher, TeacherModelHandler  # noqa: PLC0415 - imports torch: only when the stage runs
 
-        handler = TeacherModelHandler(cfg.teacher, teacher_params, min_batch_size=1, max_batch_size=cfg.teacher_batch_size)
+        handler = TeacherModelHandler(cfg.teacher, teacher_params, images_per_batch=cfg.teacher_batch_size)
         images_root = fs.dirname(cfg.captions)
         tea = (
             groups
-            | "WithUrls" >> beam.Map(lambda kv: (kv[0], {"phrases": _phrases_with_urls(*kv), "regions": kv[1]["regions"]}))
+            | "WithUrls" >> beam.Map(lambda kv: _phrases_with_urls(*kv))
             | "Teacher" >> RunTeacher(handler, teacher_fp, images_root, cfg.images)
         )
-        _ = (
-            tea["records"]
-            | "TeacherRecords" >> beam.Map(lambda pt: pt[1])
-            | "WriteTeacher" >> WriteParquetShards(out["teacher"], "teacher", TEACHER_SCHEMA, teacher_to_row, num_shards)
-        )
+        _ = tea["records"] | "WriteTeacher" >> WriteParquetShards(out["teacher"], "teacher", TEACHER_SCHEMA, teacher_to_row, num_shards)
         _ = tea["dead"] | "TeacherDeadLetters" >> WriteDeadLetters(out["teacher"])
         _ = {"in": phrases, "out": tea["records"], "rejected": tea["dead"]} | "TeacherCounts" >> WriteCounts(out["teacher"])
         teacher_records, images = tea["records"], tea["images"]
     else:
-        images = groups | "PairTeacher" >> beam.Map(lambda kv: _stored_teacher(*kv))
+        images = groups | "PairTeacher" >> beam.Map(lambda kv: _stored_teacher(kv[1]))
     if not run["labels"]:
         return
 

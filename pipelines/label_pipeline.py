@@ -21,6 +21,8 @@ this module runs them and publishes the stages.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import logging
 import os
@@ -111,11 +113,24 @@ def run_labels(cfg: LabelConfig, beam_args: list[str] | None = None) -> dict[str
     return {s: {**manifests[s], "dir": dirs[s], "ran": run[s]} for s in STAGES}
 
 
+@contextlib.contextmanager
+def _fewer_gc_passes(gen0: int = 50_000):
+    """Collect garbage less often while the pipeline runs in this process: the in-process runner holds
+    whole PCollections (millions of objects), which the cyclic collector otherwise rescans thousands
+    of times (measured: ~7% of the run's CPU at 4,000 images). Restored afterwards."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], gen0), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def _run_stages(
     cfg: LabelConfig, teacher, params: dict[str, Any], fps: dict[str, str], dirs: dict[str, str], run: dict[str, bool], beam_args: list[str]
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    with _fewer_gc_passes(), beam.Pipeline(options=pipeline_options(beam_args)) as p:
         build_pipeline(p, cfg, teacher.fingerprint, params, dirs, run)
     wall = time.perf_counter() - t0
     common = {"config": _config_json(cfg), "teacher": teacher.describe(), "wall_s": round(wall, 2)}
@@ -188,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LabelConfig, list[str]]:
     ap.add_argument("--max-phrases", type=int, default=PhraseConfig.max_phrases)
     ap.add_argument("--keep-pronouns", action="store_true")
     ap.add_argument("--keep-abstract-heads", action="store_true")
-    ap.add_argument("--teacher-batch-size", type=int, default=64)
+    ap.add_argument("--teacher-batch-size", type=int, default=64, help="images (with all their captions) per teacher call (default %(default)s)")
     ap.add_argument("--force", action="store_true", help="re-run even if a complete manifest matches")
     ap.add_argument("--image-id", default="auto", choices=("auto", "stem", "int"),
                     help="how a caption url names its region sample: file stem, the integer at its end (COCO ids, as BUTD's "

@@ -89,6 +89,7 @@ def check_shared_stage(device: str, tmp: Path) -> dict:
 
     from bench.bench_teachers import make_inputs
     from hf_tiny import save_tiny_grounding_dino
+    from pipelines.stages.stage_io import Batch
     from pipelines.stages.teacher import ImageWork, TeacherModelHandler
 
     md = str(save_tiny_grounding_dino(tmp / "gd_shared"))
@@ -96,11 +97,12 @@ def check_shared_stage(device: str, tmp: Path) -> dict:
     groups: dict[str, list] = {}
     for x in xs:
         groups.setdefault(x.image_id, []).append(x)
-    handler = TeacherModelHandler("grounding_dino", {"model_dir": md, "device": device, "box_threshold": "0"}, max_batch_size=2)
+    handler = TeacherModelHandler("grounding_dino", {"model_dir": md, "device": device, "box_threshold": "0"}, images_per_batch=2)
     out_file = tmp / "shared.jsonl"
     opts = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     with beam.Pipeline(options=opts) as p:
-        _ = (p | beam.Create([ImageWork(k, [], v) for k, v in groups.items()]) | RunInference(handler) | beam.FlatMap(lambda w: w.results)
+        blocks = [Batch(ImageWork(k, [], v) for k, v in sorted(groups.items())[i::2]) for i in range(2)]  # a block per worker
+        _ = (p | beam.Create(blocks) | RunInference(handler) | beam.FlatMap(lambda b: [r for w in b for r in w.results])
              | beam.Map(lambda r: json.dumps({"caption": r.input.caption_id, "boxes": None if r.boxes is None else len(r.boxes), "error": r.error}))
              | beam.io.WriteToText(str(out_file), shard_name_template=""))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]

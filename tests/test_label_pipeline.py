@@ -219,8 +219,8 @@ SINKS_AND_SOURCES = {"ReadCaptions", "ReadRegions", "ReadPhrases", "ReadTeacher"
     {"phrases": False, "teacher": True, "labels": True},  # a new teacher: phrases read back from Parquet
     {"phrases": False, "teacher": False, "labels": True},  # a new IoU threshold: teacher records read back
 ], ids=["all", "stored-phrases", "stored-teacher"])
-def test_teacher_match_labels_group_by_image_once(tmp_path, run):
-    """Between the stages, one shuffle: each image's group is built once and carried through teacher →
+def test_teacher_match_labels_group_by_block_once(tmp_path, run):
+    """Between the stages, one shuffle: each block of images is grouped once and carried through teacher →
     match → labels (no re-join by image, no join by caption id), whichever stages are read back."""
     import apache_beam as beam
     from apache_beam.portability import common_urns
@@ -235,4 +235,4 @@ def test_teacher_match_labels_group_by_image_once(tmp_path, run):
     build_pipeline(p, cfg, teacher.fingerprint, params, stage_dirs(cfg.out, fps), run)
     proto = p.to_runner_api()
     grouping = {t.unique_name.split("/")[0] for t in proto.components.transforms.values() if t.spec.urn == common_urns.primitives.GROUP_BY_KEY.urn}
-    assert grouping - SINKS_AND_SOURCES == {"GroupByImage"}
+    assert grouping - SINKS_AND_SOURCES == {"GroupByBlock"}

@@ -5,6 +5,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.formats.captions import caption_sort_key, image_id_from_url, read_captions
 from pipelines.stages.phrases import DEAD, ExtractPhrases, PhraseConfig, PhraseExtractor
+from pipelines.stages.stage_io import Batch
 from schemas.records import Caption, PhraseRecord, phrases_problem
 
 
@@ -65,7 +66,7 @@ def test_phrase_cap_and_dead_letter_for_no_phrase():
 def test_beam_transform_splits_phrases_and_dead_letters():
     caps = [Caption(f"{i:03d}#0", f"{i:03d}", "a dog chases a ball" if i % 3 else "they are", f"images/{i:03d}.png") for i in range(9)]
     with beam.Pipeline() as p:
-        res = p | beam.Create(caps) | ExtractPhrases(min_batch=2, max_batch=4)
-        got = res.phrases | "Ids" >> beam.Map(lambda pu: (pu[0].caption_id, tuple(x.text for x in pu[0].phrases), pu[1]))
+        res = p | beam.Create([Batch(caps[:4]), Batch(caps[4:])]) | ExtractPhrases()
+        got = res.phrases | "Ids" >> beam.FlatMap(lambda b: [(pu[0].caption_id, tuple(x.text for x in pu[0].phrases), pu[1]) for pu in b])
         assert_that(got, equal_to([(c.caption_id, ("a dog", "a ball"), c.url) for c in caps if int(c.image_id) % 3]), label="phrases")
-        assert_that(res[DEAD] | beam.Map(lambda d: d["record_id"]), equal_to([c.caption_id for c in caps if not int(c.image_id) % 3]), label="dead")
+        assert_that(res[DEAD] | beam.FlatMap(lambda b: [d["record_id"] for d in b]), equal_to([c.caption_id for c in caps if not int(c.image_id) % 3]), label="dead")

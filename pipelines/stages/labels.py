@@ -11,7 +11,7 @@ import numpy as np
 from ssga_io import fs
 from pipelines.formats.captions import caption_sort_key
 from pipelines.formats.flickr30k import Flickr30kGroundTruth
-from pipelines.stages.stage_io import RegionInfo
+from pipelines.stages.stage_io import Batch, RegionInfo
 from pipelines.stages.match import match_phrases
 from pipelines.stages.quality import gt_alignment, quality_counts
 from schemas.records import ImageLabels, PhraseRecord, TeacherRecord, labels_problem
@@ -49,35 +49,61 @@ def image_labels(
     return lab
 
 
-def image_stats(lab: ImageLabels, teacher_records: list[TeacherRecord]) -> dict:
-    pos = lab.align.sum(axis=1) if lab.num_phrases else np.zeros(0, int)
-    scores = np.asarray([b.score for t in teacher_records for b in t.boxes], np.float64)
-    hist = np.histogram(np.clip(scores, 0, 1), bins=SCORE_BINS, range=(0.0, 1.0))[0]
-    return {
-        "images": 1,
-        "images_without_captions": int(not lab.captions),
-        "captions": len(lab.captions),
-        "phrases": lab.num_phrases,
-        "phrases_without_match": int((pos == 0).sum()),
-        "phrase_region_pairs": int(lab.align.size),
-        "positive_pairs": int(lab.align.sum()),
-        "teacher_boxes": int(scores.size),
-        "phrases_per_caption": _hist([len(c["phrases"]) for c in lab.captions]),
-        "positives_per_phrase": _hist([min(int(v), MAX_POSITIVES_BIN) for v in pos]),
-        "teacher_score_hist": {f"{i / SCORE_BINS:.1f}": int(c) for i, c in enumerate(hist) if c},
-    }
+class LabelStats:
+    """Statistics of label samples (counters and histograms), summed over the samples added.
 
+    Histograms are binned once over all the samples' values, not per sample: a block's statistics cost
+    a few numpy calls, not a few per image (the sum is the same, bins do not depend on neighbours)."""
 
-def _hist(values: list[int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[str(v)] = out.get(str(v), 0) + 1
-    return out
+    COUNTERS = ("images", "images_without_captions", "captions", "phrases", "phrases_without_match", "phrase_region_pairs",
+                "positive_pairs", "teacher_boxes")
+
+    def __init__(self):
+        self.counts = dict.fromkeys(self.COUNTERS, 0)
+        self.phrases_per_caption: dict[int, int] = {}
+        self.positives: list[np.ndarray] = []  # per sample: positives per phrase
+        self.scores: list[float] = []
+        self.quality: dict[str, int] | None = None
+
+    def add(self, lab: ImageLabels, teacher_records: list[TeacherRecord], quality: dict[str, int] | None = None) -> None:
+        pos = lab.align.sum(axis=1, dtype=np.int64)
+        c = self.counts
+        c["images"] += 1
+        c["images_without_captions"] += not lab.captions
+        c["captions"] += len(lab.captions)
+        c["phrases"] += lab.num_phrases
+        c["phrases_without_match"] += int((pos == 0).sum())
+        c["phrase_region_pairs"] += int(lab.align.size)
+        c["positive_pairs"] += int(pos.sum())
+        for cap in lab.captions:
+            n = len(cap["phrases"])
+            self.phrases_per_caption[n] = self.phrases_per_caption.get(n, 0) + 1
+        self.positives.append(pos)
+        self.scores.extend(b.score for t in teacher_records for b in t.boxes)
+        if quality is not None:
+            self.quality = {k: v + (self.quality or {}).get(k, 0) for k, v in quality.items()}
+
+    def result(self) -> dict:
+        """The summed statistics; ``{}`` when no sample was added."""
+        if not self.counts["images"]:
+            return {}
+        pos = np.minimum(np.concatenate(self.positives), MAX_POSITIVES_BIN)
+        hist = np.histogram(np.clip(np.asarray(self.scores, np.float64), 0, 1), bins=SCORE_BINS, range=(0.0, 1.0))[0]
+        out = {
+            **self.counts,
+            "teacher_boxes": len(self.scores),
+            "phrases_per_caption": {str(k): v for k, v in sorted(self.phrases_per_caption.items())},
+            "positives_per_phrase": {str(k): int(v) for k, v in enumerate(np.bincount(pos, minlength=0)) if v},
+            "teacher_score_hist": {f"{i / SCORE_BINS:.1f}": int(c) for i, c in enumerate(hist) if c},
+        }
+        if self.quality is not None:
+            out["quality"] = self.quality
+        return out
 
 
 class BuildLabels(beam.DoFn):
-    """One image's ``([RegionInfo], [(PhraseRecord, TeacherRecord)])`` (grouped once, upstream) →
-    ``(shard, (key, members))`` per region sample, and per-image statistics on output ``stats``."""
+    """A ``Batch`` of images' ``([RegionInfo], [(PhraseRecord, TeacherRecord)])`` (grouped once, upstream) →
+    ``(shard, Batch[(key, members)])`` per region shard, and the batch's summed statistics (:class:`LabelStats`) on output ``stats``."""
 
     def __init__(self, threshold: float, teacher: str, flickr30k: str = ""):
         self.threshold, self.teacher, self.flickr30k = threshold, teacher, flickr30k
@@ -85,19 +111,22 @@ class BuildLabels(beam.DoFn):
     def setup(self):
         self.gt = Flickr30kGroundTruth(self.flickr30k) if self.flickr30k else None
 
-    def process(self, item):
-        regions, captions = item
-        for region in sorted(regions, key=lambda r: (r.shard, r.key)):
-            lab = image_labels(region, captions, self.threshold, self.teacher)
-            stats = image_stats(lab, [t for _, t in captions])
-            if self.gt is not None:
-                stats["quality"] = quality_counts(lab.align, *gt_alignment(lab, region.boxes, self.gt))
-            yield beam.pvalue.TaggedOutput(STATS, stats)
-            yield region.shard, (region.key, encode_labels(lab))
+    def process(self, images: Batch):
+        shards: dict[int, Batch] = {}
+        stats = LabelStats()
+        for regions, captions in images:
+            for region in regions:
+                lab = image_labels(region, captions, self.threshold, self.teacher)
+                quality = quality_counts(lab.align, *gt_alignment(lab, region.boxes, self.gt)) if self.gt is not None else None
+                stats.add(lab, [t for _, t in captions], quality)
+                shards.setdefault(region.shard, Batch()).append((region.key, encode_labels(lab)))
+        if stats.counts["images"]:
+            yield beam.pvalue.TaggedOutput(STATS, stats.result())
+        yield from sorted(shards.items())
 
 
 class WriteLabelShards(beam.PTransform):
-    """``(shard, (key, members))`` → ``<dir>/labels-NNNNNN.tar`` (keys sorted by write_shard); yields sample counts."""
+    """``(shard, Batch[(key, members)])`` → ``<dir>/labels-NNNNNN.tar`` (keys sorted by write_shard); yields sample counts."""
 
     def __init__(self, directory: str):
         super().__init__()
@@ -107,8 +136,8 @@ class WriteLabelShards(beam.PTransform):
         directory = self.directory
 
         def write(item):
-            index, members = item
-            return publish_shard(fs.join(directory, shard_name(LABEL_PREFIX, index)), dict(members))
+            index, batches = item
+            return publish_shard(fs.join(directory, shard_name(LABEL_PREFIX, index)), dict(kv for b in batches for kv in b))
 
         return samples | "GroupByShard" >> beam.GroupByKey() | "Write" >> beam.Map(write)
 

@@ -1,8 +1,8 @@
 """The ``phrases`` stage: spaCy noun chunks per caption, as character spans, with optional filters.
 
 :class:`PhraseExtractor` is plain Python (the benchmark's bare loop uses it too); :class:`ExtractPhrases`
-is the Beam transform: captions are batched and fed to ``nlp.pipe`` inside a DoFn that loads the spaCy
-pipeline once per worker in ``setup``.
+is the Beam transform: each batch of captions (as :class:`~pipelines.stages.stage_io.ReadCaptions`
+reads them) is fed to ``nlp.pipe`` inside a DoFn that loads the spaCy pipeline once per worker in ``setup``.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 import apache_beam as beam
 
+from pipelines.stages.stage_io import Batch
 from schemas.manifest import dead_letter
 from schemas.records import Caption, Phrase, PhraseRecord, phrases_problem
 
@@ -92,7 +93,7 @@ class PhraseExtractor:
 
 
 class _ExtractPhrasesFn(beam.DoFn):
-    """One batch of captions → phrase records (main output, each paired with its url) + dead letters."""
+    """``Batch[Caption]`` → a ``Batch`` of phrase records, each paired with its url (main), and a ``Batch`` of dead letters."""
 
     def __init__(self, config: PhraseConfig):
         self.config = config
@@ -107,24 +108,24 @@ class _ExtractPhrasesFn(beam.DoFn):
 
     def process(self, batch: list[Caption]) -> Iterable:
         urls = {c.caption_id: c.url for c in batch}
+        out, dead = Batch(), Batch()
         for tag, rec in self.extractor.records(batch):
             if tag == DEAD:
-                yield beam.pvalue.TaggedOutput(DEAD, rec)
+                dead.append(rec)
             else:
-                yield rec, urls[rec.caption_id]
+                out.append((rec, urls[rec.caption_id]))
+        if out:
+            yield out
+        if dead:
+            yield beam.pvalue.TaggedOutput(DEAD, dead)
 
 
 class ExtractPhrases(beam.PTransform):
-    """``Caption`` → ``(PhraseRecord, url)``; captions without a usable phrase go to output ``dead``."""
+    """``Batch[Caption]`` → ``Batch[(PhraseRecord, url)]``; captions without a usable phrase go to output ``dead`` (as ``Batch`` es)."""
 
-    def __init__(self, config: PhraseConfig | None = None, min_batch: int = 16, max_batch: int = 512):
+    def __init__(self, config: PhraseConfig | None = None):
         super().__init__()
         self.config = config or PhraseConfig()
-        self.min_batch, self.max_batch = min_batch, max_batch
 
     def expand(self, captions):
-        return (
-            captions
-            | "Batch" >> beam.BatchElements(min_batch_size=self.min_batch, max_batch_size=self.max_batch)
-            | "NounChunks" >> beam.ParDo(_ExtractPhrasesFn(self.config)).with_outputs(DEAD, main="phrases")
-        )
+        return captions | "NounChunks" >> beam.ParDo(_ExtractPhrasesFn(self.config)).with_outputs(DEAD, main="phrases")

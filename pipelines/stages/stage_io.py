@@ -1,5 +1,8 @@
 """Beam sources and sinks shared by the label stages: region shards in, Parquet shards, dead letters and
-count summaries out. Every sink sorts before writing, so outputs do not depend on worker count."""
+count summaries out. Every sink sorts before writing, so outputs do not depend on worker count.
+
+The label graph carries records in :class:`~pipelines.stages.batch.Batch` es (hundreds of records per
+element), not one record per element. The sinks here take single records and batches alike."""
 from __future__ import annotations
 
 import json
@@ -13,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssga_io import fs
+from pipelines.stages.batch import Batch
 from pipelines.formats.captions import read_captions
 from schemas.manifest import DEAD_LETTER_NAME
 from schemas.discovery import indexed_shards
@@ -20,6 +24,24 @@ from schemas.shards import REGION_PREFIX, iter_regions, shard_index
 
 COUNTS_NAME = "_COUNTS.json"
 STATS_NAME = "_STATS.json"
+
+
+def records(item: Any) -> list:
+    """The records of an element: a :class:`Batch`'s items, or a ``(key, Batch)``'s, or the element itself."""
+    if isinstance(item, Batch):
+        return item
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Batch):
+        return item[1]
+    return [item]
+
+
+def by_block(items: list, num_blocks: int, image_id: Callable[[Any], str]) -> list[tuple[int, Batch]]:
+    """``(block, Batch)`` per block present in ``items``; an image's block is its stable shard index, the same
+    for every stage, so a block's records of every kind meet at one key (and its Parquet rows in one file)."""
+    out: dict[int, Batch] = {}
+    for x in items:
+        out.setdefault(shard_index(image_id(x), num_blocks), Batch()).append(x)
+    return sorted(out.items())
 
 
 @dataclass
@@ -67,40 +89,75 @@ class ReadRegions(beam.PTransform):
         return p | "Shards" >> beam.Create(self.shards) | "Spread" >> beam.Reshuffle() | "Read" >> beam.FlatMap(read_region_shard)
 
 
+class ReadRegionBlocks(beam.PTransform):
+    """Region shard directory → ``(block, Batch[RegionInfo])``: each shard read by one work item, its
+    samples batched by image block (:func:`by_block`)."""
+
+    def __init__(self, directory: str, num_blocks: int):
+        super().__init__()
+        self.shards, self.num_blocks = region_shards(directory), num_blocks
+
+    def expand(self, p):
+        n = self.num_blocks
+
+        def read(item):
+            return by_block([r for _, r in read_region_shard(item)], n, lambda r: r.image_id)
+
+        return p | "Shards" >> beam.Create(self.shards) | "Spread" >> beam.Reshuffle() | "Read" >> beam.FlatMap(read)
+
+
+def caption_batches(path: str, image_id: str, id_map: dict[str, str] | None, size: int):
+    """``("caption", Batch[Caption])`` of ``size`` captions in file order, then ``("dead", Batch)`` of the bad rows."""
+    batch, dead = Batch(), Batch()
+    for tag, value in read_captions(path, image_id, id_map):
+        if tag != "caption":
+            dead.append(value)
+            continue
+        batch.append(value)
+        if len(batch) == size:
+            yield "caption", batch
+            batch = Batch()
+    if batch:
+        yield "caption", batch
+    if dead:
+        yield "dead", dead
+
+
 class ReadCaptions(beam.PTransform):
-    """Captions TSV → ``Caption`` (main) and dead letters (``dead``).
+    """Captions TSV → ``Batch[Caption]`` of ``batch_size`` (main) and a ``Batch`` of dead letters (``dead``).
 
     The file is read in order by one worker (caption ids count rows per image in file order), then
-    spread across workers.
+    its batches are spread across workers.
     """
 
-    def __init__(self, path: str, image_id: str = "stem", id_map: dict[str, str] | None = None):
+    def __init__(self, path: str, image_id: str = "stem", id_map: dict[str, str] | None = None, batch_size: int = 512):
         super().__init__()
-        self.path, self.image_id, self.id_map = path, image_id, id_map
+        self.path, self.image_id, self.id_map, self.batch_size = path, image_id, id_map, batch_size
 
     def expand(self, p):
         def split(item):
             tag, value = item
             yield value if tag == "caption" else beam.pvalue.TaggedOutput("dead", value)
 
-        rows = p | "File" >> beam.Create([self.path]) | "Rows" >> beam.FlatMap(read_captions, self.image_id, self.id_map)
+        rows = p | "File" >> beam.Create([self.path]) | "Rows" >> beam.FlatMap(caption_batches, self.image_id, self.id_map, self.batch_size)
         parts = rows | "Split" >> beam.FlatMap(split).with_outputs("dead", main="captions")
         return {"captions": parts.captions | "Spread" >> beam.Reshuffle(), "dead": parts.dead}
 
 
 class WriteParquetShards(beam.PTransform):
-    """Records → ``<dir>/<prefix>-NNNNNN.parquet``, image-hashed into ``num_shards`` files, rows sorted by id."""
+    """Records (or ``Batch`` es of them) → ``<dir>/<prefix>-NNNNNN.parquet``, image-hashed into ``num_shards``
+    files (:func:`by_block`), rows sorted by id."""
 
     def __init__(self, directory: str, prefix: str, schema: pa.Schema, to_row: Callable[[Any], dict], num_shards: int):
         super().__init__()
         self.directory, self.prefix, self.schema, self.to_row, self.num_shards = directory, prefix, schema, to_row, num_shards
 
-    def expand(self, records):
+    def expand(self, pcoll):
         n, to_row = self.num_shards, self.to_row
 
         def write(item):
-            index, rows = item
-            rows = sorted((to_row(r) for r in rows), key=lambda r: r["caption_id"])
+            index, batches = item
+            rows = sorted((to_row(r) for b in batches for r in b), key=lambda r: r["caption_id"])
             table = pa.Table.from_pylist(rows, schema=self.schema)
             buf = pa.BufferOutputStream()
             pq.write_table(table, buf)
@@ -108,8 +165,8 @@ class WriteParquetShards(beam.PTransform):
             return len(rows)
 
         return (
-            records
-            | "ByShard" >> beam.Map(lambda r: (shard_index(r.image_id, n), r))
+            pcoll
+            | "ByShard" >> beam.FlatMap(lambda x: by_block(records(x), n, lambda r: r.image_id))
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(write)
         )
@@ -121,7 +178,7 @@ def read_parquet_rows(path: str) -> list[dict]:
 
 
 class ReadParquetRecords(beam.PTransform):
-    """``<dir>/<prefix>-NNNNNN.parquet`` (written by :class:`WriteParquetShards`) → records, one file per work item."""
+    """``<dir>/<prefix>-NNNNNN.parquet`` (written by :class:`WriteParquetShards`) → a ``Batch`` of records per file."""
 
     def __init__(self, directory: str, prefix: str, from_row: Callable[[dict], Any]):
         super().__init__()
@@ -134,12 +191,12 @@ class ReadParquetRecords(beam.PTransform):
             p
             | "Files" >> beam.Create(self.files)
             | "Spread" >> beam.Reshuffle()
-            | "Rows" >> beam.FlatMap(lambda path: [from_row(r) for r in read_parquet_rows(path)])
+            | "Rows" >> beam.Map(lambda path: Batch(from_row(r) for r in read_parquet_rows(path)))
         )
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Dead-letter dicts → ``<dir>/_DEAD_LETTER.jsonl``, sorted by (record id, reason)."""
+    """Dead-letter dicts (or ``Batch`` es of them) → ``<dir>/_DEAD_LETTER.jsonl``, sorted by (record id, reason)."""
 
     def __init__(self, directory: str):
         super().__init__()
@@ -149,7 +206,7 @@ class WriteDeadLetters(beam.PTransform):
         path = self.path
 
         def write(items):
-            items = sorted(items, key=lambda d: (d["record_id"], d["stage"], d["reason"]))
+            items = sorted((d for x in items for d in records(x)), key=lambda d: (d["record_id"], d["stage"], d["reason"]))
             fs.write_bytes(path, "".join(json.dumps(d, sort_keys=True) + "\n" for d in items).encode("utf-8"))
             return len(items)
 
@@ -157,9 +214,10 @@ class WriteDeadLetters(beam.PTransform):
 
 
 class WriteCounts(beam.PTransform):
-    """``{name: PCollection}`` → ``<dir>/_COUNTS.json`` with the element count of each (0 when empty).
+    """``{name: PCollection}`` → ``<dir>/_COUNTS.json`` with the record count of each (0 when empty): an
+    element counts 1, a ``Batch`` (alone or keyed) its length (:func:`records`).
 
-    One combine for all the names (each element counts as its PCollection's name), not a
+    One combine for all the names (each element counts as ``(name, records)``), not a
     ``Count.Globally`` per name: the same file from a third of the transforms, which the runner
     plans, translates and schedules as stages of their own."""
 
@@ -169,7 +227,7 @@ class WriteCounts(beam.PTransform):
 
     def expand(self, pcolls: dict):
         path, names = self.path, sorted(pcolls)
-        tagged = [pcolls[name] | f"Name_{name}" >> beam.Map(lambda _, name=name: name) for name in names]
+        tagged = [pcolls[name] | f"Name_{name}" >> beam.Map(lambda x, name=name: (name, len(records(x)))) for name in names]
 
         def write(counts):
             fs.write_bytes(path, (json.dumps(dict(sorted(counts.items())), indent=2) + "\n").encode("utf-8"))
@@ -178,7 +236,7 @@ class WriteCounts(beam.PTransform):
 
 
 class CountNames(beam.CombineFn):
-    """Names → ``{name: count}`` over ``names`` (0 for a name never seen)."""
+    """``(name, n)`` → ``{name: sum of n}`` over ``names`` (0 for a name never seen)."""
 
     def __init__(self, names: list[str]):
         self.names = list(names)
@@ -186,8 +244,9 @@ class CountNames(beam.CombineFn):
     def create_accumulator(self):
         return dict.fromkeys(self.names, 0)
 
-    def add_input(self, acc, name):
-        acc[name] += 1
+    def add_input(self, acc, item):
+        name, n = item
+        acc[name] += n
         return acc
 
     def merge_accumulators(self, accs):
