@@ -256,6 +256,101 @@ def write_shard(path: str | os.PathLike, samples: dict[str, dict[str, bytes]]) -
     return len(samples)
 
 
+class _TarFormatError(Exception):
+    """A header that is not a tar header (bad checksum, bad number field)."""
+
+
+def _read_exact(raw, n: int) -> bytes:
+    data = raw.read(n)
+    while len(data) < n:  # a stream may return less than asked before its end
+        more = raw.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256, for members of 8 GiB and more
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip(b" ")
+    try:
+        return int(digits, 8) if digits else 0
+    except ValueError:
+        raise _TarFormatError(f"number field {field!r} is not octal") from None
+
+
+def _tar_files(raw) -> Iterator[tuple[str, int, bytes | None]]:
+    """``(name, size, data)`` for each regular file of a tar stream, read front to back; ``data`` is None
+    when the stream ended inside the member. A minimal reader of the formats Python's ``tarfile``
+    writes (ustar, GNU long names, pax path/size records): ``tarfile``'s stream mode costs 0.4 ms per
+    sample in Python, a sixth of a loader worker's time at BERT-base feature sizes.
+
+    Ends after the end-of-archive marker (two zero blocks); raises :class:`EOFError` when the stream
+    ends without one and :class:`_TarFormatError` on a header that is not a tar header."""
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    while True:
+        header = _read_exact(raw, 512)
+        if len(header) < 512:
+            raise EOFError
+        if header == _ZERO_BLOCK:
+            if _read_exact(raw, 512) != _ZERO_BLOCK:
+                raise EOFError
+            return
+        stored = _octal(header[148:156])
+        if stored != sum(header) - sum(header[148:156]) + 256:  # the checksum field counts as 8 spaces
+            signed = sum(b - 256 if b >= 128 else b for b in header[:148] + header[156:]) + 256  # old writers
+            if stored != signed:
+                raise _TarFormatError("header checksum mismatch")
+        kind = header[156:157]
+        size = int(pax.get("size", _octal(header[124:136])))
+        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        if header[257:265] == b"ustar\x0000" and header[345] != 0:
+            name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + name
+        name = pax.get("path", long_name or name)
+        padded = -(-size // 512) * 512
+        if kind in (b"x", b"g", b"L", b"K"):  # a header for the next member (or global: ignored)
+            block = _read_exact(raw, padded)
+            if len(block) < padded:
+                raise EOFError
+            if kind == b"L":
+                long_name = block[:size].split(b"\0", 1)[0].decode("utf-8", "replace")
+            elif kind == b"x":
+                pax = _pax_records(block[:size])
+            continue
+        long_name, pax = None, {}
+        if kind == b"S":
+            raise _TarFormatError(f"member {name} is a GNU sparse file (not written by any shard writer)")
+        if kind not in (b"0", b"\0", b"7"):  # directories, links, devices: no file data of ours
+            if kind in (b"1", b"2", b"3", b"4", b"5", b"6"):
+                size = padded = 0
+            _read_exact(raw, padded)
+            continue
+        data = _read_exact(raw, size)
+        if len(data) < size:
+            yield name, size, None
+            return
+        if len(_read_exact(raw, padded - size)) < padded - size:
+            raise EOFError
+        yield name, size, data
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _pax_records(block: bytes) -> dict[str, str]:
+    """A pax extended header: ``"<len> <key>=<value>\\n"`` records."""
+    out, pos = {}, 0
+    while pos < len(block) and block[pos:pos + 1] != b"\0":
+        length = int(block[pos:block.index(b" ", pos)])
+        record = block[block.index(b" ", pos) + 1:pos + length - 1].decode("utf-8", "replace")
+        key, _, value = record.partition("=")
+        out[key] = value
+        pos += length
+    return out
+
+
 def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Stream ``(key, {ext: bytes})`` from a tar (local path or Beam filesystem URL), one sample in memory at a time.
 
@@ -267,14 +362,14 @@ def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]
     members: dict[str, bytes] = {}
     seen: set[str] = set()
     try:
-        with fs.open_read(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                name = os.path.basename(info.name)
+        with fs.open_read(path) as raw:
+            for member, size, data in _tar_files(raw):
+                name = member.rsplit("/", 1)[-1]
                 k, _, ext = name.partition(".")
                 if ext.rsplit(".", 1)[-1] not in ALLOWED_EXTS:
-                    raise ShardError(f"{path}: member {info.name} has a forbidden extension (only npy/json/txt)")
+                    raise ShardError(f"{path}: member {member} has a forbidden extension (only npy/json/txt)")
+                if data is None:
+                    raise ShardError(f"{path}: member {member} is truncated")
                 if k != key:
                     if key is not None:
                         yield key, members
@@ -282,19 +377,14 @@ def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]
                         raise ShardError(f"{path}: members of sample {k!r} are not adjacent")
                     seen.add(k)
                     key, members = k, {}
-                f = tar.extractfile(info)
-                assert f is not None
-                data = f.read()
-                if len(data) != info.size:
-                    raise ShardError(f"{path}: member {info.name} is truncated")
                 members[ext] = data
-            # A tar cut at a member boundary reads as a shorter valid stream: the end-of-archive
-            # marker (two zero blocks) is what proves the writer finished.
-            raw.seek(tar.offset)
-            tail = raw.read(1024)
-            if len(tail) < 1024 or tail.strip(b"\0"):
-                raise ShardError(f"{path}: truncated tar (no end-of-archive marker after sample {key!r})")
-    except tarfile.TarError as e:
+    except EOFError:
+        # A tar cut at a member boundary reads as a shorter valid stream: the end-of-archive marker
+        # (two zero blocks) is what proves the writer finished.
+        raise ShardError(f"{path}: truncated tar (no end-of-archive marker after sample {key!r})") from None
+    except ShardError:
+        raise
+    except (_TarFormatError, ValueError) as e:  # ValueError: a malformed pax record
         raise ShardError(f"{path}: unreadable or truncated tar after sample {key!r}: {e}") from e
     if key is not None:
         yield key, members

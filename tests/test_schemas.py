@@ -256,3 +256,51 @@ def test_region_with_detected_classes_is_stored_compactly_and_reads_as_a_distrib
     assert got.cls_prob[0, 1600] == np.float16(0.75) and got.cls_prob[0, 0] == np.float16(0.25) and got.cls_prob[1, 1] == np.float16(0.5)
     rec.objects = np.array([1600, 0])
     assert "objects_id 1600 lies outside the 1600-class vocabulary" in R.region_problem(rec)
+
+
+def _tar_bytes(fmt: int, members: list[tuple[str, bytes | None, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "a.json"
+            info.size = len(data) if data is not None else 0
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_reader_reads_what_tarfile_reads(fmt):
+    """The shard reader parses tar headers itself (tarfile's stream mode is a sixth of a loader worker's
+    time); on every format tarfile writes it must list the same regular files with the same bytes."""
+    rng = np.random.default_rng(0)
+    long_dir = "d" * 120  # beyond ustar's 100-byte name field: a prefix (ustar), an L entry (GNU) or pax path
+    members = [("a.json", b'{"x": 1}', tarfile.REGTYPE), ("sub", None, tarfile.DIRTYPE),
+               (f"{long_dir}/k1.feat.npy", rng.bytes(70_001), tarfile.REGTYPE), ("ln", None, tarfile.SYMTYPE),
+               ("k2.txt", b"", tarfile.REGTYPE), ("k3.npy", rng.bytes(512), tarfile.REGTYPE)]
+    if fmt == tarfile.USTAR_FORMAT:
+        members[2] = (f"{'d' * 90}/k1.feat.npy", members[2][1], tarfile.REGTYPE)
+    raw = _tar_bytes(fmt, members)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r|") as tar:
+        expected = [(m.name, m.size, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    assert list(S._tar_files(io.BytesIO(raw))) == expected
+    assert len(expected) == 4
+
+
+def test_tar_reader_refuses_truncated_and_corrupt_tars(tmp_path):
+    S.write_shard(tmp_path / "s.tar", {"k1": {"json": b"{}", "feat.npy": bytes(1000)}, "k2": {"json": b"{}"}})
+    raw = (tmp_path / "s.tar").read_bytes()
+    assert [k for k, _ in S.iter_shard(tmp_path / "s.tar")] == ["k1", "k2"]
+    end = 7 * 512  # 3 headers, 4 data blocks, then the end-of-archive marker (and tar's record padding)
+    assert raw[end:] == bytes(len(raw) - end) and raw[end - 512:end] != bytes(512)
+    for cut in (end, end + 512, 512 + 100, 3 * 512):  # no marker, half a marker, mid-member, at a header
+        (tmp_path / "t.tar").write_bytes(raw[:cut])
+        with pytest.raises(S.ShardError, match=r"t\.tar.*truncated"):
+            list(S.iter_shard(tmp_path / "t.tar"))
+    bad = bytearray(raw)
+    bad[10] ^= 0xFF  # a byte of the first header's name: its checksum no longer matches
+    (tmp_path / "c.tar").write_bytes(bytes(bad))
+    with pytest.raises(S.ShardError, match=r"c\.tar: unreadable or truncated tar after sample None: header checksum"):
+        list(S.iter_shard(tmp_path / "c.tar"))
