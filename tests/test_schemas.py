@@ -101,6 +101,12 @@ def test_phrase_and_teacher_validators():
     assert R.teacher_problem(t) is None
     t.boxes.append(TeacherBox(3, (0, 0, 5, 5), 0.9))
     assert "phrase 3" in R.teacher_problem(t)
+    for box, score, fragment in [((0, 0, float("nan"), 5), 0.9, "not a finite xyxy box"), ((5, 0, 5, 5), 0.9, "positive area"),
+                                 ((0, 6, 5, 5), 0.9, "positive area"), ((0, 0, float("inf"), 5), 0.9, "not a finite"),
+                                 ((0, 0, 5, 5), float("nan"), "score nan is not finite"), ((0, 0, 5, 5), np.float32("inf"), "score inf")]:
+        t = TeacherRecord("c1", "i1", "fp", 1, [TeacherBox(0, (0, 0, 5, 5), 0.9), TeacherBox(0, box, score)])
+        assert fragment in R.teacher_problem(t), (box, score)
+    assert R.teacher_problem(TeacherRecord("c1", "i1", "fp", 1, [TeacherBox(0, np.array([0, 0, 5.5, 5], np.float32), np.float32(0.5))])) is None
 
 
 def test_keys_and_shard_index_are_stable():
