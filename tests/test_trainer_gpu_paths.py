@@ -16,6 +16,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.overrides import TorchFunctionMode
 
 import trainer.train as train_mod
 from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -95,11 +96,52 @@ def test_flattened_lstm_run_resumes_exactly(corpus, tmp_path, monkeypatch):
     assert (tmp_path / "straight" / final).read_bytes() == (tmp_path / "resumed" / final).read_bytes()
 
 
+class BlockingHostToDevice(TorchFunctionMode):
+    """Records copies from host memory to a device that block the host: ``torch.tensor(x, device=d)``
+    (and ``as_tensor``) and ``.to(d)`` / ``.copy_`` of a CPU tensor without ``non_blocking``. On CUDA
+    each is a ``cudaMemcpyAsync`` followed by a stream synchronisation (pytorch/pytorch#120996): the
+    host waits for every queued kernel, so its next step's work cannot overlap the GPU's."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.tensor, torch.as_tensor, torch.asarray):
+            dev = kwargs.get("device")
+            src = args[0] if args else kwargs.get("data")
+            if dev is not None and torch.device(dev).type != "cpu" and not (torch.is_tensor(src) and src.device == torch.device(dev)):
+                self.found.append(f"torch.{func.__name__}(..., device={dev})")
+        elif func in (torch.Tensor.to, torch.Tensor.cuda) and torch.is_tensor(args[0]) and args[0].device.type == "cpu":
+            if func is torch.Tensor.cuda:
+                dev, non_blocking = torch.device("cuda"), kwargs.get("non_blocking", False)
+            else:
+                dev, _, non_blocking, _ = torch._C._nn._parse_to(*args[1:], **kwargs)
+            if dev is not None and dev.type != "cpu" and not non_blocking:
+                self.found.append(f"Tensor.{func.__name__}({dev}) of a host tensor without non_blocking")
+        elif func is torch.Tensor.copy_ and args[0].device.type != "cpu" and args[1].device.type == "cpu":
+            if not (args[2] if len(args) > 2 else kwargs.get("non_blocking", False)):
+                self.found.append("Tensor.copy_ from a host tensor without non_blocking")
+        return func(*args, **kwargs)
+
+
+def test_blocking_copy_detector_sees_each_kind():
+    meta = torch.device("meta")
+    with BlockingHostToDevice() as spy:
+        torch.tensor(3, device=meta), torch.ones(2).to(meta), torch.ones(2).to(meta, torch.float16)
+        torch.empty(2, device=meta).copy_(torch.ones(2))
+        torch.full((), 3, device=meta), torch.ones(2).to(meta, non_blocking=True), torch.ones(2).to(torch.float16)
+    assert len(spy.found) == 4, spy.found
+
+
 @pytest.mark.parametrize("model", ["single", "dual"])
-def test_train_step_never_reads_device_values_nor_mixes_devices(corpus, tok, model):
+@pytest.mark.parametrize("lambdas", ["given", "default"])
+def test_train_step_never_reads_device_values_nor_mixes_devices(corpus, tok, model, lambdas):
     """On ``meta`` every tensor is shape-only: a host read (``.item()``, ``int()``, a boolean-mask
-    ``nonzero``) or a CPU tensor joining a device tensor raises. So the step that passes here makes
-    no host synchronisation on CUDA, and builds its loss counts on the batch's device."""
+    ``nonzero``) or a CPU tensor joining a device tensor raises; and no host tensor is copied to the
+    device blocking. So the step that passes here makes no host synchronisation on CUDA, and builds
+    its loss counts on the batch's device."""
     root, regions, labels = corpus
     cfg = tiny_config(regions, labels, root / "meta", model=model)
     batch = first_batch(cfg, tok)
@@ -108,8 +150,12 @@ def test_train_step_never_reads_device_values_nor_mixes_devices(corpus, tok, mod
     assert loss_counts(on_meta).device == meta
     with meta:
         net = build_model(cfg, 16, NUM_CLASSES, len(tok))
-    row = train_step(net, make_optimizer(net, cfg), [batch], cfg, 0, meta)
+    weights_on_device = train_mod.weights(cfg).to(meta) if lambdas == "given" else None  # once per run, as train() does
+    opt = make_optimizer(net, cfg)
+    with BlockingHostToDevice() as spy:
+        row = train_step(net, opt, [batch], cfg, 0, meta, weights_on_device)
     assert row.device == meta and row.shape == (len(train_mod.STATS),)
+    assert spy.found == []
 
 
 def _free_port() -> int:

@@ -79,7 +79,8 @@ def part_counts(kind: str, part: dict[str, torch.Tensor], cfg: TrainConfig | Non
     device = part["itm_label"].device
     n_mlm = (part["mlm_labels"] != IGNORE).sum()
     n_reg = part["region_masked"].sum()
-    n_ex = torch.tensor(part["itm_label"].numel(), device=device)
+    # torch.full, not torch.tensor(n, device=...): the latter copies from the host and waits for the GPU to drain.
+    n_ex = torch.full((), part["itm_label"].numel(), device=device)
     if kind == PAIRED:
         c = {"word": n_mlm, "img": n_reg, "align": n_ex, "gnd": part["pair_mask"].sum()}
         if uses_pot(cfg):
@@ -87,7 +88,7 @@ def part_counts(kind: str, part: dict[str, torch.Tensor], cfg: TrainConfig | Non
     elif kind == "region_tag":
         c = {"tag_word": n_mlm, "img": n_reg, "mrfr": n_reg}
     elif kind == "region_phrase":
-        c = {"r2t": torch.tensor(part["r2t_pos"].numel(), device=device)}
+        c = {"r2t": torch.full((), part["r2t_pos"].numel(), device=device)}
     elif kind == "image_sentence":
         # ITM weighted by the model's own score: the weights scale each pair's loss, the mean stays
         # over pairs (so the count is known before the forward pass).

@@ -68,7 +68,9 @@ def train_step(
     stages at this step; a paired batch is one part). Returns [len(STATS)] on ``device``: every loss
     term over the global batch, the weighted loss, the gradient norm and the number of examples.
 
-    Nothing is read back to the host (see :func:`trainer.runtime.loss_log.stats_dict` for that). Each term is normalised by
+    Nothing is read back to the host (see :func:`trainer.runtime.loss_log.stats_dict` for that), and
+    nothing is copied to the device from pageable memory without ``non_blocking``: either makes the
+    host wait for the GPU to drain, so the next step's host work could not overlap this step's kernels. Each term is normalised by
     its item count over all micro-batches and ranks (all-reduced before the forward pass), so
     1 process × batch B, k accumulation steps × B/k and n ranks × B/n all give the same gradient.
     Every collective runs on tensors on ``device`` (what NCCL requires on a GPU).
@@ -79,11 +81,13 @@ def train_step(
     counts = torch.stack([part_counts(kind, p, cfg) for kind, p in parts]).sum(0)
     # Examples (images for μ-VLA) ride along with the item counts: one collective for both.
     n = float(sum(len(b["itm_label"]) if "itm_label" in b else int(b["n"]) for b in micro_batches))
-    counts = torch.cat([counts, torch.tensor([n], device=device)])
+    # A fill kernel: torch.tensor([n], device=...) would copy from pageable host memory, which makes the
+    # host wait until the GPU has finished the previous step (no overlap of host and device work).
+    counts = torch.cat([counts, torch.full((1,), n, device=device)])
     if world > 1:
         dist.all_reduce(counts)
     counts, examples = counts[:-1], counts[-1]
-    lambdas = weights(cfg).to(device) if lambdas is None else lambdas
+    lambdas = weights(cfg).to(device, non_blocking=True) if lambdas is None else lambdas
     set_lr(optimizer, lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps))
     torch.manual_seed(_seed_of(cfg.seed, "step", step, rank))  # dropout: a function of the step
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else contextlib.nullcontext()
