@@ -21,6 +21,7 @@ For scale: the paper's pre-training ran at about 76 samples/s on 8 GPUs (3M pair
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 import time
@@ -39,6 +40,7 @@ from trainer.data.masking import IGNORE
 from trainer.models import build_model
 from trainer.data.text import load_tokenizer
 from trainer.toydata import NUM_CLASSES, write_corpus
+from bench.gpu_trainer import VG_CLASSES
 from trainer.data.stream import BatchStream
 from trainer.runtime.distributed import configure_cpu_threads
 from trainer.runtime.loss_log import STATS
@@ -141,6 +143,14 @@ def main(gpu_only: bool = False, smoke: bool = False) -> dict:
             loader_examples=load_n,
             loader_in_process_examples_per_s=round(one_n / one_s, 1),
         )
+        # One loader worker's examples/s at GPU sizes (batch 512, 1,601 detector classes): how many workers
+        # a GPU step rate needs (#10: 6,000+ samples/s single stream, on a 16-core node).
+        vg_regions, vg_labels = write_corpus(Path(tmp) / "vg", 1500, num_shards=4, num_regions=NUM_REGIONS, feat_dim=FEAT_DIM,
+                                             no_caption_every=0, num_classes=VG_CLASSES)
+        vg = dataclasses.replace(cfg, regions=str(vg_regions), labels=str(vg_labels), batch_size=512, shuffle_buffer=512, num_workers=0)
+        vg_n, vg_s, _ = loader_throughput(vg, tok)
+        result["loader_in_process_b512_1601_classes_examples_per_s"] = round(vg_n / vg_s, 1)
+        result["loader_workers_for_6000_samples_per_s"] = math.ceil(6000 / (vg_n / vg_s))
         # One loader worker: on a 2-core box a second one only steals cycles from the model.
         small = dataclasses.replace(cfg, batch_size=16, dropout=0.1, num_workers=1)  # random init, 128 x 2 layers
         result["cpu_train_small_samples_per_s"] = round(train_throughput(small, tok), 1)

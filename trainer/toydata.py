@@ -24,7 +24,8 @@ def class_directions(feat_dim: int, seed: int = 1234) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(len(OBJECTS), feat_dim)).astype(np.float32)
 
 
-def make_image(i: int, rng: np.random.Generator, num_regions: int, feat_dim: int, directions: np.ndarray, num_captions: int):
+def make_image(i: int, rng: np.random.Generator, num_regions: int, feat_dim: int, directions: np.ndarray, num_captions: int,
+               num_classes: int = NUM_CLASSES):
     image_id = f"img{i:05d}"
     w, h = int(rng.integers(200, 640)), int(rng.integers(200, 480))
     classes = rng.integers(0, len(OBJECTS), num_regions)
@@ -32,7 +33,8 @@ def make_image(i: int, rng: np.random.Generator, num_regions: int, feat_dim: int
     y1 = rng.uniform(0, h * 0.6, num_regions)
     boxes = np.stack([x1, y1, x1 + rng.uniform(10, w * 0.4, num_regions), y1 + rng.uniform(10, h * 0.4, num_regions)], 1)
     feats = directions[classes] + 0.3 * rng.normal(size=(num_regions, feat_dim))
-    logits = 4.0 * np.eye(NUM_CLASSES)[classes + 1] + 0.5 * rng.normal(size=(num_regions, NUM_CLASSES))
+    # Classes past the toy objects (num_classes > NUM_CLASSES: a detector's 1,601, for realistic sizes) are noise.
+    logits = 4.0 * np.eye(num_classes)[classes + 1] + 0.5 * rng.normal(size=(num_regions, num_classes))
     cls = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     region = RegionRecord(image_id, w, h, boxes.astype(np.float32), feats.astype(np.float32), cls.astype(np.float32))
 
@@ -63,6 +65,7 @@ def write_corpus(
     feat_dim: int = 16,
     seed: int = 0,
     no_caption_every: int = 9,
+    num_classes: int = NUM_CLASSES,
 ) -> tuple[Path, Path]:
     """Write ``root/regions`` and ``root/labels`` shard directories; returns both paths."""
     root = Path(root)
@@ -72,7 +75,7 @@ def write_corpus(
     labels: dict[int, dict] = {k: {} for k in range(num_shards)}
     for i in range(num_images):
         num_captions = 0 if no_caption_every and i % no_caption_every == no_caption_every - 1 else int(rng.integers(1, 3))
-        region, lab = make_image(i, rng, num_regions, feat_dim, directions, num_captions)
+        region, lab = make_image(i, rng, num_regions, feat_dim, directions, num_captions, num_classes)
         k = shard_index(region.image_id, num_shards)
         regions[k][sample_key(region.image_id)] = encode_region(region)
         labels[k][sample_key(region.image_id)] = encode_labels(lab)
