@@ -381,6 +381,8 @@ def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]
     except EOFError:
         # A tar cut at a member boundary reads as a shorter valid stream: the end-of-archive marker
         # (two zero blocks) is what proves the writer finished.
+        if key is None:
+            raise ShardError(f"{path}: not a tar shard, or truncated before its first sample ended") from None
         raise ShardError(f"{path}: truncated tar (no end-of-archive marker after sample {key!r})") from None
     except ShardError:
         raise

@@ -305,6 +305,9 @@ def test_tar_reader_refuses_truncated_and_corrupt_tars(tmp_path):
         (tmp_path / "t.tar").write_bytes(raw[:cut])
         with pytest.raises(S.ShardError, match=r"t\.tar.*truncated"):
             list(S.iter_shard(tmp_path / "t.tar"))
+    (tmp_path / "h.tar").write_bytes(b"hello\n")
+    with pytest.raises(S.ShardError, match=r"h\.tar: not a tar shard, or truncated before its first sample"):
+        list(S.iter_shard(tmp_path / "h.tar"))
     bad = bytearray(raw)
     bad[10] ^= 0xFF  # a byte of the first header's name: its checksum no longer matches
     (tmp_path / "c.tar").write_bytes(bytes(bad))

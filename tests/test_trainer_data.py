@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -274,3 +275,26 @@ def test_collate_gives_the_batch_it_gave_before(with_cls):
         else:
             assert new[key] == old[key], key
     assert len(new["mrc_target"]) == int(new["region_masked"].sum())
+
+
+def test_a_bad_shard_read_by_a_loader_worker_is_one_line(corpus, tok):
+    """The DataLoader re-raises a worker's error with the worker's whole traceback in its message;
+    BatchStream gives the worker's own line (file, record, why), as the CLI prints it."""
+    from trainer.data.stream import BatchStream, worker_error_message
+
+    root, regions, labels = corpus
+    shard = sorted(regions.glob("regions-*.tar"))[1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # past the first sample: the worker finds it
+    stream = BatchStream(tiny_config(regions, labels, root / "out", num_workers=2), tok)
+    try:
+        with pytest.raises(DataError) as err:
+            for _ in range(50):
+                stream.next()
+    finally:
+        stream.close()
+    msg = str(err.value)
+    assert "\n" not in msg and "Traceback" not in msg and re.search(r"regions-000001\.tar.*(truncated|not a tar)", msg), msg
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                        '  File "x.py", line 1, in f\ntrainer.data.read.DataError: a.tar: member k.json is truncated\n')
+    assert worker_error_message(wrapped) == "a.tar: member k.json is truncated"
+    assert worker_error_message(DataError("plain")) == "plain"

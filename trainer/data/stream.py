@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 
@@ -57,7 +58,10 @@ class BatchStream:
         workers = len(self.positions)
         idle = [0] * workers  # epoch ends per worker since the last batch with examples
         while True:
-            item = next(self._it)
+            try:
+                item = next(self._it)
+            except (ValueError, OSError) as e:  # bad input (DataError, ShardError, a missing file): one line
+                raise type(e)(worker_error_message(e)) from None
             w = item.pop("worker")
             assert w == self.turn, f"loader worker {w} answered out of turn (expected {self.turn})"
             self.positions[w] = [item["epoch"], item.pop("index") + 1]
@@ -78,6 +82,17 @@ class BatchStream:
 
     def close(self) -> None:
         self._it = None  # shuts the workers down
+
+
+def worker_error_message(e: BaseException) -> str:
+    """The message a loader worker raised. The DataLoader re-raises a worker's exception in this process
+    as ``Caught DataError in DataLoader worker process 0.\nOriginal Traceback …``, the whole traceback
+    in the message; the user needs its last line, which names the file, the record and why."""
+    msg = str(e)
+    if not msg.startswith("Caught ") or "Traceback" not in msg:
+        return msg
+    last = msg.rstrip().splitlines()[-1]
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
 
 
 def rank_position(state: dict, rank: int, world: int) -> dict | None:
