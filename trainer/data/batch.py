@@ -56,8 +56,9 @@ def collate(examples: list[dict]) -> dict[str, Any]:
         if ex["cls"] is not None:
             if ex["cls"].shape[1] != c:
                 raise DataError(f"{ex['uid']}: class distribution has {ex['cls'].shape[1]} classes, others in the batch {c}")
-            region_masked[i, :nr] = ex["region_masked"]
-            mrc_rows.append(ex["cls"][ex["region_masked"]])
+            m = np.asarray(ex["region_masked"], dtype=bool)  # a mask, never integer indices
+            region_masked[i, :nr] = m
+            mrc_rows.append(ex["cls"][m])
         if np_:
             p = ex["pairs"]
             spans = ex["phrase_spans"][p.phrase]
