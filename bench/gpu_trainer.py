@@ -96,6 +96,23 @@ def _model(cfg: TrainConfig, feat_dim: int, num_classes: int, vocab: int, device
     return model, net, opt
 
 
+def host_syncs_per_step(net, opt, batch: dict, cfg: TrainConfig, device: torch.device, steps: int = 3) -> tuple[float, str]:
+    """Synchronising CUDA calls per ``train_step`` (``torch.cuda.set_sync_debug_mode``), and where the
+    first one came from. 0 means the host never waits for the GPU inside a step and can run ahead."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for i in range(steps):
+                train_step(net, opt, [batch], cfg, i, device)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    return len(syncs) / steps, (f"{syncs[0].filename}:{syncs[0].lineno}" if syncs else "")
+
+
 def model_only(cfg: TrainConfig, device: torch.device, batch_size: int, steps: int, shapes: dict, built: tuple | None = None) -> dict:
     """``built``: (model, net, optimizer) from an earlier call, so a compiled model compiles once for all batch sizes."""
     from bench.bench_trainer import synthetic_batch
@@ -110,6 +127,7 @@ def model_only(cfg: TrainConfig, device: torch.device, batch_size: int, steps: i
            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out["host_syncs_per_step"], out["first_sync_at"] = host_syncs_per_step(net, opt, batch, cfg, device)
     return out
 
 
@@ -218,9 +236,12 @@ def run(tok, smoke: bool = False, corpus: tuple[Path, Path] | None = None, compi
                     for peak in ("matmul_bf16_tflops", "datasheet_bf16_tflops"):
                         if res.get(peak):
                             res[f"{key}_mfu_vs_{peak.removesuffix('_bf16_tflops')}"] = round(r["samples_per_s"] * r["flops_per_sample"] / (res[peak] * 1e12), 3)
-                    for extra in ("peak_mem_gib", "text_tokens", "params_m", "over_same_batch_model_only", "loader_ms_per_step", "step_ms"):
+                    for extra in ("peak_mem_gib", "text_tokens", "params_m", "over_same_batch_model_only", "loader_ms_per_step", "step_ms",
+                                  "host_syncs_per_step"):
                         if extra in r:
                             res[f"{key}_{extra}"] = round(r[extra], 2)
+                    if r.get("first_sync_at"):
+                        res[f"{key}_first_sync_at"] = r["first_sync_at"]
                     print(f"[gpu bench] {key}: {res[f'{key}_samples_per_s']} samples/s ({time.perf_counter() - t0:.0f} s)", flush=True)
                 if f"{stream}_end_to_end_b{b}_samples_per_s" in res and f"{stream}_model_only_b{b}_samples_per_s" in res:
                     res[f"{stream}_b{b}_end_to_end_over_model_only"] = round(

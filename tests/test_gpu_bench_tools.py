@@ -93,3 +93,24 @@ def test_gpu_session_smoke_runs_its_parts_and_keeps_their_logs(tmp_path):
     assert "=== teachers: exit 0" in p.stdout and "trainer:" not in p.stdout
     assert json.loads((tmp_path / "gpu_check_teachers.json").read_text())["ok"]
     assert (tmp_path / "teachers.log").exists() and (tmp_path / "env.txt").exists()
+
+
+def test_host_sync_count_counts_the_sync_warnings_of_each_step(monkeypatch):
+    """On a GPU the bench counts synchronising CUDA calls per train_step from
+    torch.cuda.set_sync_debug_mode's warnings; here the warnings are simulated (CI has no GPU)."""
+    import warnings
+
+    import bench.gpu_trainer as gt
+
+    modes = []
+    monkeypatch.setattr(gt.torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def step(*args, **kwargs):
+        warnings.warn("called a synchronizing CUDA operation")
+        warnings.warn("called a synchronizing CUDA operation")
+        warnings.warn("something else")
+
+    monkeypatch.setattr(gt, "train_step", step)
+    per_step, where = gt.host_syncs_per_step(None, None, {}, None, torch.device("cuda"), steps=3)
+    assert per_step == 2.0 and where.endswith(".py:" + where.rsplit(":", 1)[1]) and "test_gpu_bench_tools.py" in where
+    assert modes == ["warn", "default"]  # restored after
