@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tarfile
@@ -106,11 +107,11 @@ def load_npy(data: bytes, where: str = "") -> np.ndarray:
             raise ValueError(f"header {header.strip()!r} is not a plain numeric array (object arrays need pickle)")
         dtype = np.dtype(m["descr"])
         shape = tuple(int(x) for x in m["shape"].replace(" ", "").split(",") if x)
-        count = int(np.prod(shape, dtype=np.int64))
-        body = data[start + hlen :]
-        if len(body) != count * dtype.itemsize:
-            raise ValueError(f"{len(body)} data bytes for shape {shape} of {dtype} (truncated?)")
-        arr = np.frombuffer(body, dtype=dtype, count=count)
+        count = math.prod(shape)
+        size = len(data) - (start + hlen)
+        if size != count * dtype.itemsize:
+            raise ValueError(f"{size} data bytes for shape {shape} of {dtype} (truncated?)")
+        arr = np.frombuffer(data, dtype=dtype, count=count, offset=start + hlen)  # no slice: one copy, below
         order = "F" if m["fortran"] == "True" else "C"
         return arr.reshape(shape, order=order).copy()  # copy: writable, owns its memory
     except Exception as e:
