@@ -286,3 +286,28 @@ def test_old_or_broken_retrieval_samples_are_named(corpus, tmp_path):
                     tag_emb=np.ones((1, 4)), region_tag=np.zeros(2, np.int16), phrase_emb=np.ones((1, 4)))
     with pytest.raises(ShardError, match="outside its sentence"):
         decode_retrieved(encode_retrieved(bad), "r.tar:k")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mu_vla_compiled_ddp_matches_eager_ddp(corpus, tmp_path):
+    """μ-VLA on a GPU node: torchrun, DDP with unused parameters found (its early stages leave heads
+    idle), and torch.compile over the DDP module (the CUDA default). Same losses as eager DDP."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from trainer_fixtures import ddp_train_worker
+
+    losses = {}
+    for mode in ("off", "on"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cfg = _cfg(corpus, tmp_path / mode, "mu_vla", steps=5, batch_size=4, num_workers=1, dropout=0.0, compile=mode,
+                   compile_backend="eager", mu_region_phrase_at=2, mu_image_sentence_at=3)
+        (tmp_path / f"log-{mode}").mkdir()
+        mp.start_processes(ddp_train_worker, args=(2, port, cfg, str(tmp_path / f"log-{mode}")), nprocs=2, join=True, start_method="spawn")
+        losses[mode] = [r["loss"] for r in json.loads((tmp_path / f"log-{mode}" / "rank0.json").read_text())["records"]]
+    assert len(losses["on"]) == 5 and losses["on"] == pytest.approx(losses["off"], rel=1e-5)
