@@ -18,7 +18,7 @@ from schemas.shards import decode_labels, iter_shard
 
 from schemas.discovery import list_shards
 from trainer.config import TrainConfig
-from trainer.losses import loss_sums
+from trainer.losses import loss_sums, weights
 from trainer.models import build_model
 from trainer.toydata import NUM_CLASSES, write_corpus
 from trainer.data.stream import BatchStream
@@ -77,12 +77,14 @@ def _sync(device: torch.device) -> None:
 
 
 def _timed_steps(model, opt, next_batches, cfg, device, steps: int, warmup: int) -> tuple[float, int]:
-    """(seconds, examples) over ``steps`` optimizer steps after ``warmup``; the host waits only at the ends."""
+    """(seconds, examples) over ``steps`` optimizer steps after ``warmup``; the host waits only at the ends.
+    The loss weights go to the device once, as ``train()`` does, not once a step."""
+    lambdas = weights(cfg).to(device)
     for i in range(warmup):
-        train_step(model, opt, next_batches(), cfg, i, device)
+        train_step(model, opt, next_batches(), cfg, i, device, lambdas)
     _sync(device)
     t0 = time.perf_counter()
-    rows = [train_step(model, opt, next_batches(), cfg, warmup + i, device) for i in range(steps)]
+    rows = [train_step(model, opt, next_batches(), cfg, warmup + i, device, lambdas) for i in range(steps)]
     _sync(device)
     seconds = time.perf_counter() - t0
     return seconds, int(torch.stack(rows)[:, STATS.index("examples")].sum())

@@ -2,7 +2,7 @@
 
     python scripts/loader_ab.py --base b7b0f5f [--rounds 3] [--images 3000]
 
-Writes two corpora once (36 regions x 2048-d float16 features; the toy corpus's 11 classes and a
+Writes two corpora once (36 regions x 2048-d float16 features; the toy corpus's 9 classes and a
 detector's 1,601), then, round after round, alternates the base commit (a temporary git worktree) and
 this tree, each reading a corpus in one process (``num_workers=0``: one worker's work) at batch 512.
 Prints every run and the medians. Needs the project's .venv (run it with that python).

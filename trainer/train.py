@@ -81,8 +81,6 @@ def train_step(
     counts = torch.stack([part_counts(kind, p, cfg) for kind, p in parts]).sum(0)
     # Examples (images for μ-VLA) ride along with the item counts: one collective for both.
     n = float(sum(len(b["itm_label"]) if "itm_label" in b else int(b["n"]) for b in micro_batches))
-    # A fill kernel: torch.tensor([n], device=...) would copy from pageable host memory, which makes the
-    # host wait until the GPU has finished the previous step (no overlap of host and device work).
     counts = torch.cat([counts, torch.full((1,), n, device=device)])
     if world > 1:
         dist.all_reduce(counts)

@@ -61,7 +61,10 @@ class BatchStream:
             try:
                 item = next(self._it)
             except (ValueError, OSError) as e:  # bad input (DataError, ShardError, a missing file): one line
-                raise type(e)(worker_error_message(e)) from None
+                msg = worker_error_message(e)
+                if msg == str(e):  # raised here, not by a worker: as it is
+                    raise
+                raise type(e)(msg) from None  # the DataLoader built this type from one message too
             w = item.pop("worker")
             assert w == self.turn, f"loader worker {w} answered out of turn (expected {self.turn})"
             self.positions[w] = [item["epoch"], item.pop("index") + 1]
