@@ -95,6 +95,39 @@ def train_throughput(cfg: TrainConfig, tok, steps: int = 12, warmup: int = 3) ->
     return rate
 
 
+def handover_ms_per_batch(cfg: TrainConfig, tok, packed: bool, batches: int = 6) -> float:
+    """Median main-process milliseconds to receive a batch from a loader worker and let it go, with the
+    worker ahead (a pause stands in for the GPU step). ``packed=False``: every tensor its own shared
+    segment, as before ``trainer.data.pack``. On a GPU node this time is spent in the pin-memory thread,
+    much of it with the GIL held, beside the thread that launches the step's kernels."""
+    import statistics
+    from unittest import mock
+
+    import trainer.data.chain as chain
+
+    class PerTensor:  # the DataLoader's own hand-over: one segment per tensor, freed by the receiver
+        def __init__(self, keep: int):
+            pass
+
+        def __call__(self, batch: dict) -> dict:
+            return batch
+
+    times = []
+    with mock.patch.object(chain, "Handover", chain.Handover if packed else PerTensor):
+        stream = BatchStream(dataclasses.replace(cfg, num_workers=1), tok)
+        try:
+            stream.next()
+            for _ in range(batches):
+                time.sleep(1.2 * cfg.batch_size / 1000)  # longer than a worker needs for a batch here
+                t0 = time.perf_counter()
+                batch = stream.next()
+                del batch
+                times.append(1000 * (time.perf_counter() - t0))
+        finally:
+            stream.close()
+    return statistics.median(times)
+
+
 def synthetic_batch(b: int, t: int, r: int, d: int, c: int, k: int, vocab: int, device) -> dict:
     """A full-size batch with every target present (15% MLM, 15% regions, k pairs per example)."""
     g = torch.Generator().manual_seed(0)
@@ -151,6 +184,14 @@ def main(gpu_only: bool = False, smoke: bool = False) -> dict:
         vg_n, vg_s, _ = loader_throughput(vg, tok)
         result["loader_in_process_b512_1601_classes_examples_per_s"] = round(vg_n / vg_s, 1)
         result["loader_workers_for_6000_samples_per_s"] = math.ceil(6000 / (vg_n / vg_s))
+        # The main process's share of each batch, packed into one segment against one segment per tensor,
+        # alternating (this machine is noisy): the time it takes from the thread that feeds the GPU.
+        rounds = {True: [], False: []}
+        for _ in range(2):
+            for packed in (False, True):
+                rounds[packed].append(handover_ms_per_batch(vg, tok, packed))
+        result["loader_main_ms_per_batch_b512_packed"] = round(min(rounds[True]), 2)
+        result["loader_main_ms_per_batch_b512_per_tensor"] = round(min(rounds[False]), 2)
         # One loader worker: on a 2-core box a second one only steals cycles from the model.
         small = dataclasses.replace(cfg, batch_size=16, dropout=0.1, num_workers=1)  # random init, 128 x 2 layers
         result["cpu_train_small_samples_per_s"] = round(train_throughput(small, tok), 1)

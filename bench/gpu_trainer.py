@@ -163,7 +163,8 @@ def end_to_end(cfg: TrainConfig, tok, device: torch.device, steps: int, feat_dim
     out = {"samples_per_s": n / seconds, "flops_per_sample": flops_per_sample(cfg, first, feat_dim, NUM_CLASSES, len(tok)),
            "text_tokens": int(first["input_ids"].shape[1]), "regions": int(first["feat"].shape[1]),
            "over_same_batch_model_only": (n / seconds) / (own_n / own_seconds),
-           "loader_ms_per_step": 1000 * waited / steps, "step_ms": 1000 * seconds / steps}
+           "loader_ms_per_step": 1000 * waited / steps, "step_ms": 1000 * seconds / steps,
+           "batch_pinned": float(first["feat"].is_pinned()) if device.type == "cuda" else 0.0}  # 1: copies can be asynchronous
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -239,7 +240,7 @@ def run(tok, smoke: bool = False, corpus: tuple[Path, Path] | None = None, compi
                         if res.get(peak):
                             res[f"{key}_mfu_vs_{peak.removesuffix('_bf16_tflops')}"] = round(r["samples_per_s"] * r["flops_per_sample"] / (res[peak] * 1e12), 3)
                     for extra in ("peak_mem_gib", "text_tokens", "params_m", "over_same_batch_model_only", "loader_ms_per_step", "step_ms",
-                                  "host_syncs_per_step"):
+                                  "host_syncs_per_step", "batch_pinned"):
                         if extra in r:
                             res[f"{key}_{extra}"] = round(r[extra], 2)
                     if r.get("first_sync_at"):

@@ -41,12 +41,14 @@ from schemas.shards import LABEL_PREFIX
 from schemas.discovery import shard_dir
 from trainer.config import TrainConfig
 from trainer.data.batch import batched
+from trainer.data.pack import Handover
 from trainer.data.examples import itm_negatives, mask_regions, mask_text, sample_pairs, tokenize
 from trainer.data.read import SkipCounter, decode_pairs, to_examples, zip_label_shards
 from trainer.data.sampling import SamplerConfig
 from trainer.data.shard_set import region_shards, worker_shards
 
 log = logging.getLogger(__name__)
+PREFETCH = 4  # batches each loader worker keeps ready
 
 
 def sampler_config(cfg: TrainConfig) -> SamplerConfig:
@@ -103,7 +105,7 @@ def make_loader(cfg: TrainConfig, tokenizer, epoch: int) -> torch.utils.data.Dat
     """
     return torch.utils.data.DataLoader(
         OneEpoch(cfg, tokenizer, epoch), batch_size=None, num_workers=cfg.num_workers,
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
+        prefetch_factor=PREFETCH if cfg.num_workers > 0 else None,
     )
 
 
@@ -131,6 +133,7 @@ class EndlessStreams(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         workers = len(self.positions)
         worker = ((info.id if info else 0) + self.offset) % workers
+        handover = Handover(PREFETCH + 2) if info else (lambda item: item)  # a worker process: one shared buffer a batch
         epoch, skip = self.positions[worker]
         while True:
             mine = worker_shards(self.shards, self.cfg.seed, epoch, self.rank, self.world, worker, workers)
@@ -139,5 +142,5 @@ class EndlessStreams(torch.utils.data.IterableDataset):
             # and masks depend on them) but do not emit.
             for index, item in enumerate(items):
                 if index >= skip:
-                    yield {**item, "worker": worker, "epoch": epoch, "index": index}
+                    yield handover({**item, "worker": worker, "epoch": epoch, "index": index})
             epoch, skip = epoch + 1, 0

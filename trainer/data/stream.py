@@ -7,7 +7,8 @@ import re
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data.chain import EndlessStreams
+from trainer.data.chain import PREFETCH, EndlessStreams
+from trainer.data.pack import unpack
 from trainer.data.shard_set import nonempty_region_shards
 
 log = logging.getLogger("trainer.data.stream")
@@ -46,7 +47,7 @@ class BatchStream:
         ds = EndlessStreams(cfg, tokenizer, shards, rank, world, self.positions, self.turn)
         self.loader = torch.utils.data.DataLoader(
             ds, batch_size=None, num_workers=workers if cfg.num_workers > 0 else 0,
-            prefetch_factor=4 if cfg.num_workers > 0 else None, pin_memory=pin_memory,
+            prefetch_factor=PREFETCH if cfg.num_workers > 0 else None, pin_memory=pin_memory,
         )
         self._it = iter(self.loader)
 
@@ -59,7 +60,7 @@ class BatchStream:
         idle = [0] * workers  # epoch ends per worker since the last batch with examples
         while True:
             try:
-                item = next(self._it)
+                item = unpack(next(self._it))
             except (ValueError, OSError) as e:  # bad input (DataError, ShardError, a missing file): one line
                 msg = worker_error_message(e)
                 if msg == str(e):  # raised here, not by a worker: as it is
