@@ -58,6 +58,6 @@ cat "$OUT/env.txt"
 
 parts=" ${PARTS:-trainer teachers compile} "  # PARTS="compile teachers": what a later session still needs
 [[ $parts == *" trainer "* ]] && part trainer 270 "$PY" scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --json "$OUT/trainer_bench.json" --profile "${smoke[@]}"
-[[ $parts == *" teachers "* ]] && part teachers 170 "$PY" scripts/gpu_check_teachers.py --images 16 "${smoke[@]}"
+[[ $parts == *" teachers "* ]] && part teachers 170 "$PY" scripts/gpu_check_teachers.py --images 32 "${smoke[@]}"
 [[ $parts == *" compile "* ]] && part compile 600 "$PY" scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --compile-only --json "$OUT/trainer_bench_compiled.json" "${smoke[@]}"
 echo "=== done $(date +%T), $(( deadline - $(date +%s) ))s before the deadline"

@@ -20,6 +20,20 @@ def test_union_of_kernel_intervals_counts_overlaps_once():
     assert union_seconds([(5e6, 6e6), (0, 2e6), (1e6, 3e6), (1.5e6, 2.5e6)]) == pytest.approx(4.0)
 
 
+def test_the_teacher_bench_calls_the_teacher_as_the_stage_does():
+    """16 images a predict call (all of an image's captions together), each call preceded by the next
+    call's prefetch: what TeacherModelHandler._run_block does, so the busy share is the stage's."""
+    from bench.bench_teachers import predict_as_the_stage_does
+
+    calls = []
+    teacher = SimpleNamespace(prefetch=lambda xs: calls.append(("prefetch", [x.image_path for x in xs])),
+                              predict=lambda xs: calls.append(("predict", [x.image_path for x in xs])))
+    xs = [SimpleNamespace(image_path=f"{i}.jpg") for i in range(20) for _ in range(2)]
+    predict_as_the_stage_does(teacher, xs)
+    first, second = [f"{i}.jpg" for i in range(16) for _ in range(2)], [f"{i}.jpg" for i in range(16, 20) for _ in range(2)]
+    assert calls == [("prefetch", second), ("predict", first), ("predict", second)]
+
+
 def test_busy_share_counts_kernels_only_and_reads_real_profiler_events():
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile

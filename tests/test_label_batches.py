@@ -65,6 +65,9 @@ class _Teacher:
     def __init__(self, bad=()):
         self.bad, self.calls = set(bad), []
 
+    def prefetch(self, xs):
+        self.calls.append(("prefetch", [x.caption_id for x in xs]))
+
     def predict(self, xs):
         self.calls.append([x.caption_id for x in xs])
         if self.bad & {x.caption_id for x in xs}:
@@ -84,9 +87,12 @@ def test_handler_runs_a_block_a_few_images_at_a_time_and_isolates_failures():
     teacher = _Teacher(bad={"d#0"})
     (out,) = handler.run_inference([block], teacher)
     assert type(out) is Batch and [w.image_id for w in out] == ["a", "b", "c", "d", "e"]
-    # images with captions, two at a time; "b" (no caption) never reaches the teacher but stays in the block
-    assert teacher.calls[0] == ["a#0", "a#1", "c#0"]
-    assert teacher.calls[1] == ["d#0", "e#0", "e#1"]  # fails: retried image by image, then caption by caption
+    # images with captions, two at a time; "b" (no caption) never reaches the teacher but stays in the block.
+    # Before each, the teacher hears which images come next (an image teacher decodes them meanwhile).
+    assert teacher.calls[0] == ("prefetch", ["d#0", "e#0", "e#1"])
+    assert teacher.calls[1] == ["a#0", "a#1", "c#0"]
+    assert teacher.calls[2] == ["d#0", "e#0", "e#1"]  # fails: retried image by image, then caption by caption
+    assert sum(isinstance(c, tuple) for c in teacher.calls) == 1  # nothing comes after the last images
     assert out[1].results == []
     errors = {r.input.caption_id: r.error for w in out for r in w.results}
     assert [c for c, e in errors.items() if e] == ["d#0"] and "boom" in errors["d#0"]

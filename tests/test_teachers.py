@@ -450,3 +450,92 @@ def test_teacher_parameter_error_reaches_the_cli_before_any_work(corpus, tmp_pat
     with pytest.raises(ValueError, match="did you mean 'miss_rate'"):
         plan_labels(cfg)
     assert not (tmp_path / "out").exists()  # nothing fingerprinted, nothing made current
+
+
+def _mixed_shape_inputs(root, tmp_path):
+    """The generated images plus a wide copy of one (another pre-processed shape for Grounding DINO)."""
+    import copy
+
+    from PIL import Image
+
+    xs = _gen_inputs(root)
+    wide = tmp_path / "wide.png"
+    with Image.open(xs[0].image_path) as im:
+        im.resize((im.size[0] * 2, im.size[1])).save(wide)
+    extra = [copy.copy(x) for x in xs if x.image_id == xs[0].image_id]
+    for x in extra:
+        x.image_id, x.image_path, x.image_w = "wide", str(wide), 2 * x.image_w
+        x.caption_id = "wide#" + x.caption_id.split("#")[1]
+    return xs[:2] + extra + xs[2:]
+
+
+def test_hf_forward_batches_stream_and_each_is_read_after_the_next_is_launched(hf_teacher, generated_images, tmp_path, monkeypatch):
+    """run() launches a shape's batch as soon as it is full, while later images decode; the batches are
+    those of bucketing every (image, prompt) by shape first, and batch j is read back only after batch
+    j + 1 was launched (so the device has work queued while the host reads)."""
+    name, model_dir = hf_teacher
+    t = build_teacher(name, {"model_dir": model_dir, "box_threshold": 0.0, "batch_size": 2}).load()
+    xs = _mixed_shape_inputs(generated_images, tmp_path)
+    events, real_launch, real_collect = [], t.launch, t.collect
+
+    def launch(items):
+        events.append(("launch", [(w.key[0], tuple(p.texts)) for w, p in items], tuple(items[0][0].pixels["pixel_values"].shape)))
+        return len(events) - 1, real_launch(items)
+
+    def collect(launched):
+        j, inner = launched
+        events.append(("collect", j))
+        return real_collect(inner)
+
+    monkeypatch.setattr(t, "launch", launch)
+    monkeypatch.setattr(t, "collect", collect)
+    got = t.predict(xs)
+    launches = [i for i, e in enumerate(events) if e[0] == "launch"]
+    collects = [e[1] for e in events if e[0] == "collect"]
+    assert collects == launches and len(launches) >= 2  # every batch read once, in launch order
+    for n, j in enumerate(launches[:-1]):
+        assert events.index(("collect", j)) > launches[n + 1]  # read after the next launch
+    # the same forward batches as bucketing first: per shape, in order, batch_size at a time
+    work, decoding = t.plan(xs)
+    items = []
+    for w, px in zip(work, decoding):
+        w.pixels = px.result()
+        items += [(w.key[0], tuple(p.texts), tuple(w.pixels["pixel_values"].shape)) for p in t.pack(w.texts)]
+    shapes = list(dict.fromkeys(s for *_, s in items))
+    assert len(shapes) > 1 if name == "grounding_dino" else len(shapes) == 1  # OWLv2 pads every image to one square
+    expect = []
+    for s in shapes:
+        same = [it[:2] for it in items if it[2] == s]
+        expect += [(same[k : k + 2], s) for k in range(0, len(same), 2)]
+    assert sorted(expect) == sorted((e[1], e[2]) for e in events if e[0] == "launch")
+    monkeypatch.undo()
+    one = build_teacher(name, {"model_dir": model_dir, "box_threshold": 0.0, "batch_size": 2}).load()
+    assert got == one.predict(xs)  # results do not depend on the streaming
+
+
+def test_hf_prefetch_decodes_the_next_batch_ahead_and_changes_nothing(hf_teacher, generated_images, monkeypatch):
+    from pipelines.teachers.hf_common import HFDetectorTeacher
+
+    name, model_dir = hf_teacher
+    t = build_teacher(name, {"model_dir": model_dir, "box_threshold": 0.0}).load()
+    xs = _gen_inputs(generated_images)
+    plain = t.predict(xs)
+    reads = []
+    real = HFDetectorTeacher.read_image
+    monkeypatch.setattr(HFDetectorTeacher, "read_image", staticmethod(lambda path, image_id="": reads.append(path) or real(path, image_id)))
+    t.prefetch(xs)
+    for f in list(t._ahead.values()):
+        f.result()  # the decodes run in the pool, before predict is called
+    assert sorted(reads) == sorted({x.image_path for x in xs})
+    assert t.predict(xs) == plain and len(reads) == len({x.image_path for x in xs})  # predict used them: no second decode
+    assert not t._ahead
+    rest = [x for x in xs if x.image_id != xs[0].image_id]
+    rest_plain = t.predict(rest)
+    t.prefetch(xs[:1])  # a hint never followed: a later predict of other images is not confused by it
+    assert t.predict(rest) == rest_plain and len(t._ahead) == 1
+    bad = [x for x in xs if x.image_id == "000001"]
+    for x in bad:
+        x.image_w += 40  # another aspect ratio: refused when predict reads the prefetched decode
+    t.prefetch(bad)
+    with pytest.raises(ValueError, match="decodes to"):
+        t.predict(bad)

@@ -93,8 +93,10 @@ class TeacherModelHandler(ModelHandler[Batch, Batch, Teacher]):
     def _run_block(self, block: Batch, model: Teacher) -> Batch:
         results: dict[int, list[TeacherResult]] = {}
         todo = [i for i, work in enumerate(block) if work.inputs]
-        for k in range(0, len(todo), self.images_per_batch):
-            idx = todo[k : k + self.images_per_batch]
+        chunks = [todo[k : k + self.images_per_batch] for k in range(0, len(todo), self.images_per_batch)]
+        for n, idx in enumerate(chunks):
+            if n + 1 < len(chunks):  # an image teacher decodes the next images while these are on the device
+                model.prefetch([x for i in chunks[n + 1] for x in block[i].inputs])
             results.update(zip(idx, self._run_images(model, [list(block[i].inputs) for i in idx]), strict=True))
         return Batch(ImageWork(w.image_id, w.regions, w.inputs, results.get(i, [])) for i, w in enumerate(block))
 

@@ -149,6 +149,10 @@ class Teacher:
     def load(self) -> "Teacher":
         return self
 
+    def prefetch(self, batch: list[TeacherInput]) -> None:
+        """A hint: ``batch`` is what :meth:`predict` gets next. A teacher that reads images starts decoding
+        them now, while the current batch is on the device; the others ignore it."""
+
     def predict(self, batch: list[TeacherInput]) -> list[list[TeacherBox]]:
         raise NotImplementedError
 

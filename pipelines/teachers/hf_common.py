@@ -4,8 +4,8 @@ Loading from a local directory (safetensors only) onto a device chosen per worke
 ``device=`` forces one), optional half-precision autocast (``precision=fp16|bf16``), and the batched
 path every prediction takes:
 
-1. the captions of a batch are grouped by image, and each image is decoded once (``decode_threads``
-   images at a time, so decoding overlaps);
+1. the captions of a batch are grouped by image, and each image is decoded once, ``decode_threads``
+   images at a time in a thread pool (the next batch's too, once :meth:`~Teacher.prefetch` named it);
 2. all of an image's phrases, from all its captions, de-duplicated, go into as few prompts as the
    model's text limit allows (:meth:`HFDetectorTeacher.pack`);
 3. the (image, prompt) pairs run ``batch_size`` at a time; a forward batch only holds images whose
@@ -13,6 +13,12 @@ path every prediction takes:
    result does not depend on which images Beam put beside it;
 4. each phrase keeps its ``top_k`` boxes scoring at least ``box_threshold`` (the same boxes and scores
    the processor's own post-processing gives: ``tests/test_teachers.py`` checks it).
+
+The GPU is kept fed (issue #11: busy ≥ 70 % of the stage's wall time): a forward batch is launched as
+soon as its images are decoded, while the pool decodes the rest, and its results are copied back
+asynchronously and read only after the next batch is launched (:meth:`launch` / :meth:`collect`), so
+the host's tokenising, decoding and post-processing overlap the device's work instead of alternating
+with it. The batches and their contents are the same as one at a time, so are the results.
 
 The frame. Teacher boxes are matched against the detector's regions, which live in the detector's
 ``image_w × image_h`` frame. A decoded image of a different size but the same aspect ratio (within
@@ -26,8 +32,9 @@ import contextlib
 import io
 import os
 import re
+import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +184,8 @@ class HFDetectorTeacher(Teacher):
         model = self.model_class().from_pretrained(self.model_dir, local_files_only=True, use_safetensors=True)
         self.model = model.to(self.device).eval()
         self._pool = ThreadPoolExecutor(max_workers=self.values["decode_threads"], thread_name_prefix="teacher-decode")
+        self._ahead: OrderedDict[tuple, Future] = OrderedDict()  # prefetched decodes by image key
+        self._ahead_lock = threading.Lock()  # Beam may call one model from several threads
         return self
 
     def autocast(self):
@@ -207,9 +216,49 @@ class HFDetectorTeacher(Teacher):
         """One decoded image → the model's pixel tensors, batch dim 1 (on the CPU)."""
         raise NotImplementedError
 
-    def forward(self, items: list[tuple[ImageWork, Prompt]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """A forward batch → per item (scores [Q, len(prompt.texts)], normalised xyxy boxes [Q, 4])."""
+    def launch(self, items: list[tuple[ImageWork, Prompt]]) -> Any:
+        """Start a forward batch: its results stay on the device, their copies to the host are queued
+        (:meth:`to_host`); :meth:`collect` reads them."""
         raise NotImplementedError
+
+    def collect(self, launched: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        """A launched batch → per item (scores [Q, len(prompt.texts)], normalised xyxy boxes [Q, 4])."""
+        raise NotImplementedError
+
+    def forward(self, items: list[tuple[ImageWork, Prompt]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self.collect(self.launch(items))
+
+    def to_device(self, t):
+        """A host tensor → the model's device without the host waiting: on CUDA through pinned memory (a
+        copy from pageable memory would wait for the kernels queued before it, the previous batch's)."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def cat_to_device(self, tensors: list):
+        """Concatenate along dim 0 straight into pinned memory, then copy to the device (see :meth:`to_device`)."""
+        if self.device.type != "cuda":
+            return self.torch.cat(tensors).to(self.device)
+        shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
+        out = self.torch.empty(shape, dtype=tensors[0].dtype, pin_memory=True)
+        return self.torch.cat(tensors, out=out).to(self.device, non_blocking=True)
+
+    def to_host(self, *tensors) -> tuple:
+        """Queue each tensor's copy to the host behind the kernels that make it, and an event after them:
+        ``(copies, event)``. A plain ``.cpu()`` later would also wait for every batch launched since."""
+        if self.device.type != "cuda":
+            return tuple(t.cpu() for t in tensors), None
+        copies = tuple(t.to("cpu", non_blocking=True) for t in tensors)  # into pinned memory
+        event = self.torch.cuda.Event()
+        event.record()
+        return copies, event
+
+    @staticmethod
+    def from_host(launched_copies: tuple) -> tuple:
+        copies, event = launched_copies
+        if event is not None:
+            event.synchronize()  # this batch's copies are done; later batches keep the device busy
+        return tuple(t.numpy() for t in copies)
 
     def to_frame(self, boxes: np.ndarray, W: float, H: float) -> np.ndarray:
         """Normalised xyxy → pixels of the detector's ``W × H`` frame (Grounding DINO: relative to the image)."""
@@ -220,33 +269,73 @@ class HFDetectorTeacher(Teacher):
         check_frame(x, image.size, self.aspect_tolerance)
         return self.preprocess(image)
 
-    def plan(self, batch: list[TeacherInput]) -> list[ImageWork]:
-        """Group a batch by image (each decoded once, in parallel) and de-duplicate the phrase texts."""
+    @staticmethod
+    def _groups(batch: list[TeacherInput]) -> OrderedDict[tuple[str, int, int], list[int]]:
         groups: OrderedDict[tuple[str, int, int], list[int]] = OrderedDict()
         for i, x in enumerate(batch):
             if x.phrases:
                 groups.setdefault((x.image_path, int(x.image_w), int(x.image_h)), []).append(i)
-        keys = list(groups)
-        pixels = list(self._pool.map(lambda k: self._decode(batch[groups[k][0]]), keys))  # raises the first failure
-        work = []
-        for key, px in zip(keys, pixels):
-            inputs = sorted(groups[key], key=lambda i: caption_sort_key(batch[i].caption_id))
-            texts = list(dict.fromkeys(self.phrase_text(p.text) for i in inputs for p in batch[i].phrases))
-            work.append(ImageWork(key, inputs, texts, px))
-        return work
+        return groups
 
-    def run(self, work: list[ImageWork]) -> None:
-        """Fill each image's ``scores``/``boxes``: (image, prompt) pairs, same-shape images per forward."""
-        items = [(w, p) for w in work for p in self.pack(w.texts)]
+    def prefetch(self, batch: list[TeacherInput]) -> None:
+        if self.model is None:
+            self.load()
+        with self._ahead_lock:
+            for key, idx in self._groups(batch).items():
+                if key not in self._ahead:
+                    self._ahead[key] = self._pool.submit(self._decode, batch[idx[0]])
+            while len(self._ahead) > 1024:  # hints never followed by their predict: forget the oldest
+                self._ahead.popitem(last=False)
+
+    def _decoding(self, key: tuple, x: TeacherInput) -> Future:
+        with self._ahead_lock:
+            ahead = self._ahead.pop(key, None)
+        return ahead if ahead is not None else self._pool.submit(self._decode, x)
+
+    def plan(self, batch: list[TeacherInput]) -> tuple[list[ImageWork], list[Future]]:
+        """Group a batch by image and de-duplicate the phrase texts; each image is decoded once, in the pool
+        (the futures, in image order)."""
+        work, decoding = [], []
+        for key, idx in self._groups(batch).items():
+            decoding.append(self._decoding(key, batch[idx[0]]))
+            inputs = sorted(idx, key=lambda i: caption_sort_key(batch[i].caption_id))
+            texts = list(dict.fromkeys(self.phrase_text(p.text) for i in inputs for p in batch[i].phrases))
+            work.append(ImageWork(key, inputs, texts, {}))
+        return work, decoding
+
+    def run(self, work: list[ImageWork], decoding: list[Future]) -> None:
+        """Fill each image's ``scores``/``boxes``: (image, prompt) pairs, same-shape images per forward.
+
+        Images are taken as they are decoded (in order; a failed decode raises here). A shape's forward
+        batch is launched once it holds ``batch_size`` pairs, the rest of each shape at the end: the same
+        batches as bucketing everything first. Each launched batch is collected after the next one is
+        launched, so the device always has the next batch queued while the host reads the last."""
         buckets: OrderedDict[tuple, list] = OrderedDict()
-        for it in items:
-            buckets.setdefault(tuple(it[0].pixels["pixel_values"].shape), []).append(it)
         parts: dict[int, list] = {id(w): [] for w in work}
-        for same_shape in buckets.values():
-            for s in range(0, len(same_shape), self.batch_size):
-                chunk = same_shape[s : s + self.batch_size]
-                for (w, p), res in zip(chunk, self.forward(chunk)):
+        pending: list = []  # (chunk, launched) not yet collected: at most one
+
+        def launch(chunk: list) -> None:
+            pending.append((chunk, self.launch(chunk)))
+            if len(pending) > 1:
+                done, launched = pending.pop(0)
+                for (w, p), res in zip(done, self.collect(launched)):
                     parts[id(w)].append((p, res))
+
+        for w, px in zip(work, decoding):
+            w.pixels = px.result()
+            for p in self.pack(w.texts):
+                shape = tuple(w.pixels["pixel_values"].shape)
+                bucket = buckets.setdefault(shape, [])
+                bucket.append((w, p))
+                if len(bucket) == self.batch_size:
+                    launch(bucket)
+                    buckets[shape] = []
+        for rest in buckets.values():
+            if rest:
+                launch(rest)
+        for done, launched in pending:
+            for (w, p), res in zip(done, self.collect(launched)):
+                parts[id(w)].append((p, res))
         for w in work:
             q = parts[id(w)][0][1][0].shape[0]
             w.scores, w.boxes = np.zeros((q, len(w.texts)), np.float32), {}
@@ -274,8 +363,8 @@ class HFDetectorTeacher(Teacher):
     def predict(self, batch: list[TeacherInput]) -> list[list[TeacherBox]]:
         if self.model is None:
             self.load()
-        work = self.plan(batch)
-        self.run(work)
+        work, decoding = self.plan(batch)
+        self.run(work, decoding)
         out: list[list[TeacherBox]] = [[] for _ in batch]
         for w in work:
             for i in w.inputs:

@@ -84,26 +84,34 @@ class GroundingDinoTeacher(HFDetectorTeacher):
     def preprocess(self, image) -> dict:
         return dict(self.processor.image_processor(images=image, return_tensors="pt"))
 
-    def forward(self, items: list[tuple[ImageWork, Prompt]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        torch, dev = self.torch, self.device
+    def launch(self, items: list[tuple[ImageWork, Prompt]]):
+        torch = self.torch
         enc = self.processor.tokenizer([p.text[0] for _, p in items], padding="max_length", truncation=True, max_length=self.text_limit(),
                                        return_offsets_mapping=True, return_tensors="pt")
         offsets = enc.pop("offset_mapping").numpy()
-        inputs = {k: v.to(dev, non_blocking=True) for k, v in enc.items()}
-        for k in ("pixel_values", "pixel_mask"):
-            inputs[k] = torch.cat([w.pixels[k] for w, _ in items]).to(dev, non_blocking=True)
-        with torch.inference_mode(), self.autocast():
-            out = self.model(**inputs)
-        probs = out.logits.float().sigmoid()  # [B, Q, max_text_len]; tokens past the text have logit -inf
-        B, Q, T = probs.shape
+        # Each text token's phrase, known before the forward pass: every copy to the device is queued
+        # before the model's kernels, and none makes the host wait for the GPU.
+        B, T = len(items), self.text_limit()  # text padded to max_text_len: logits are [B, Q, T]
         most = max(len(p.texts) for _, p in items)
         index = np.full((B, T), most, np.int64)
         for b, (_, p) in enumerate(items):
             index[b, : offsets.shape[1]] = token_phrase_index(offsets[b], p.text[1], most)
-        index_t = torch.as_tensor(index, device=probs.device)[:, None, :].expand(B, Q, T)
+        index_t = self.to_device(torch.from_numpy(index))
+        inputs = {k: self.to_device(v) for k, v in enc.items()}
+        for k in ("pixel_values", "pixel_mask"):
+            inputs[k] = self.cat_to_device([w.pixels[k] for w, _ in items])
+        with torch.inference_mode(), self.autocast():
+            out = self.model(**inputs)
+        probs = out.logits.float().sigmoid()  # [B, Q, max_text_len]; tokens past the text have logit -inf
+        Q = probs.shape[1]
+        index_t = index_t[:, None, :].expand(B, Q, T)
         # per phrase: max over its tokens (a segment max; column `most` collects the tokens of no phrase)
         per_phrase = torch.zeros(B, Q, most + 1, device=probs.device).scatter_reduce_(2, index_t, probs, reduce="amax")
         cx, cy, w, h = out.pred_boxes.float().unbind(-1)
         boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-        per_phrase, boxes = per_phrase.cpu().numpy(), boxes.cpu().numpy()
+        return items, self.to_host(per_phrase, boxes)
+
+    def collect(self, launched) -> list[tuple[np.ndarray, np.ndarray]]:
+        items, copies = launched
+        per_phrase, boxes = self.from_host(copies)
         return [(per_phrase[b, :, : len(p.texts)], boxes[b]) for b, (_, p) in enumerate(items)]

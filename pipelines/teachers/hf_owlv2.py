@@ -32,17 +32,22 @@ class Owlv2Teacher(HFDetectorTeacher):
     def to_frame(self, boxes: np.ndarray, W: float, H: float) -> np.ndarray:
         return boxes * np.float32(max(W, H))  # the padded square's side
 
-    def forward(self, items: list[tuple[ImageWork, Prompt]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        torch, dev = self.torch, self.device
+    def launch(self, items: list[tuple[ImageWork, Prompt]]):
+        torch = self.torch
         most = max(len(p.text) for _, p in items)
         queries = [q for _, p in items for q in p.text + [" "] * (most - len(p.text))]  # padded as the processor pads
         enc = self.processor.tokenizer(queries, padding="max_length", truncation=True,
                                        max_length=self.model.config.text_config.max_position_embeddings, return_tensors="pt")
-        inputs = {k: v.to(dev, non_blocking=True) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-        inputs["pixel_values"] = torch.cat([w.pixels["pixel_values"] for w, _ in items]).to(dev, non_blocking=True)
+        inputs = {k: self.to_device(v) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        inputs["pixel_values"] = self.cat_to_device([w.pixels["pixel_values"] for w, _ in items])
         with torch.inference_mode(), self.autocast():
             out = self.model(**inputs)
-        scores = out.logits.float().sigmoid().cpu().numpy()  # [B, patches, most]
+        scores = out.logits.float().sigmoid()  # [B, patches, most]
         cx, cy, w, h = out.pred_boxes.float().unbind(-1)
-        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1).cpu().numpy()
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+        return items, self.to_host(scores, boxes)
+
+    def collect(self, launched) -> list[tuple[np.ndarray, np.ndarray]]:
+        items, copies = launched
+        scores, boxes = self.from_host(copies)
         return [(scores[b, :, : len(p.text)], boxes[b]) for b, (_, p) in enumerate(items)]
