@@ -116,3 +116,14 @@ def test_batches_through_a_worker_equal_the_in_process_ones_in_one_segment(corpu
         assert len(tensors(b)) > 10
         assert len({t.untyped_storage().data_ptr() for t in tensors(b)}) == 1  # one segment a batch
         assert len({t.untyped_storage().data_ptr() for t in tensors(a)}) > 1
+
+
+def test_a_shared_memory_mount_too_small_for_the_workers_batches_is_named_with_the_fix(tmp_path, caplog):
+    from trainer.data.stream import check_shared_memory
+
+    total = __import__("shutil").disk_usage(tmp_path).total
+    assert check_shared_memory(total // 100, 2, str(tmp_path))  # 2 workers x 6 batches of 1 %: fits
+    with caplog.at_level("WARNING", logger="trainer.data.stream"):
+        assert not check_shared_memory(total // 4, 2, str(tmp_path))
+    assert "--ipc=host or --shm-size=" in caplog.text and "lower --num-workers or --batch-size" in caplog.text
+    assert check_shared_memory(10**12, 2, str(tmp_path / "missing"))  # no such mount: nothing to say

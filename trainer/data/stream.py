@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 
 import torch
 
 from trainer.config import TrainConfig
 from trainer.data.chain import PREFETCH, EndlessStreams
-from trainer.data.pack import unpack
+from trainer.data.pack import PACKED, unpack
 from trainer.data.shard_set import nonempty_region_shards
 
 log = logging.getLogger("trainer.data.stream")
@@ -50,6 +51,7 @@ class BatchStream:
             prefetch_factor=PREFETCH if cfg.num_workers > 0 else None, pin_memory=pin_memory,
         )
         self._it = iter(self.loader)
+        self._shm_checked = cfg.num_workers == 0  # in process: no shared memory
 
     def position(self) -> dict:
         return {"positions": [list(p) for p in self.positions], "turn": self.turn}
@@ -60,7 +62,11 @@ class BatchStream:
         idle = [0] * workers  # epoch ends per worker since the last batch with examples
         while True:
             try:
-                item = unpack(next(self._it))
+                item = next(self._it)
+                if not self._shm_checked and PACKED in item:
+                    self._shm_checked = True
+                    check_shared_memory(item[PACKED].numel(), workers)
+                item = unpack(item)
             except (ValueError, OSError) as e:  # bad input (DataError, ShardError, a missing file): one line
                 msg = worker_error_message(e)
                 if msg == str(e):  # raised here, not by a worker: as it is
@@ -86,6 +92,23 @@ class BatchStream:
 
     def close(self) -> None:
         self._it = None  # shuts the workers down
+
+
+def check_shared_memory(batch_bytes: int, workers: int, shm: str = "/dev/shm") -> bool:
+    """Warn, once, when ``shm`` is smaller than the batches the loader workers keep there (each worker: the
+    batches it prefetches plus the two it holds, :class:`trainer.data.pack.Handover`). Docker gives a
+    container 64 MB by default; running out later kills the run with a bus error or "No space left"."""
+    need = workers * (PREFETCH + 2) * batch_bytes
+    try:
+        total = shutil.disk_usage(shm).total
+    except OSError:
+        return True  # not Linux, or no such mount: nothing to check
+    if total >= need:
+        return True
+    log.warning("%s holds %.0f MB but %d loader workers keep up to %.0f MB of batches there (%.1f MB each): run the container "
+                "with --ipc=host or --shm-size=%dm, or lower --num-workers or --batch-size",
+                shm, total / 2**20, workers, need / 2**20, batch_bytes / 2**20, -(-need // 2**20))
+    return False
 
 
 def worker_error_message(e: BaseException) -> str:
