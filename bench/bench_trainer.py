@@ -128,6 +128,53 @@ def handover_ms_per_batch(cfg: TrainConfig, tok, packed: bool, batches: int = 6)
     return statistics.median(times)
 
 
+def _tiny_ops_per_s(seconds: float) -> float:
+    """The rate of tiny torch ops one thread runs (a stand-in for launching a GPU step's kernels)."""
+    x, n, t0 = torch.ones(8), 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(100):
+            x = x + 1
+        n += 100
+    return n / (time.perf_counter() - t0)
+
+
+def main_thread_ms_lost_per_batch(cfg: TrainConfig, tok, packed: bool) -> float:
+    """Milliseconds of the main thread's work lost per batch while another thread of the process receives
+    batches from a loader worker, as the DataLoader's pin-memory thread does on a GPU node: the main
+    thread runs tiny torch ops (kernel launches stand-in) and we count how many fewer it got done.
+    They share the GIL; a batch in one segment needs it a few times, one segment per tensor ~100 times."""
+    import threading
+    from unittest import mock
+
+    import trainer.data.chain as chain
+    from trainer.data.chain import PREFETCH
+
+    class PerTensor:
+        def __init__(self, keep: int):
+            pass
+
+        def __call__(self, batch: dict) -> dict:
+            return batch
+
+    with mock.patch.object(chain, "Handover", chain.Handover if packed else PerTensor):
+        stream = BatchStream(dataclasses.replace(cfg, num_workers=1), tok)
+        try:
+            stream.next()
+            time.sleep(PREFETCH * 1.5 * cfg.batch_size / 1000)  # the worker fills its queue
+            alone = _tiny_ops_per_s(0.5)
+            receiver = threading.Thread(target=lambda: [stream.next() for _ in range(PREFETCH - 1)])
+            x, n, t0 = torch.ones(8), 0, time.perf_counter()
+            receiver.start()
+            while receiver.is_alive():
+                for _ in range(100):
+                    x = x + 1
+                n += 100
+            window = time.perf_counter() - t0
+        finally:
+            stream.close()
+    return 1000 * (window - n / alone) / (PREFETCH - 1)
+
+
 def synthetic_batch(b: int, t: int, r: int, d: int, c: int, k: int, vocab: int, device) -> dict:
     """A full-size batch with every target present (15% MLM, 15% regions, k pairs per example)."""
     g = torch.Generator().manual_seed(0)
@@ -192,6 +239,12 @@ def main(gpu_only: bool = False, smoke: bool = False) -> dict:
                 rounds[packed].append(handover_ms_per_batch(vg, tok, packed))
         result["loader_main_ms_per_batch_b512_packed"] = round(min(rounds[True]), 2)
         result["loader_main_ms_per_batch_b512_per_tensor"] = round(min(rounds[False]), 2)
+        lost = {True: [], False: []}
+        for _ in range(2):
+            for packed in (False, True):
+                lost[packed].append(main_thread_ms_lost_per_batch(vg, tok, packed))
+        result["loader_main_thread_ms_lost_per_batch_b512_packed"] = round(min(lost[True]), 2)
+        result["loader_main_thread_ms_lost_per_batch_b512_per_tensor"] = round(min(lost[False]), 2)
         # One loader worker: on a 2-core box a second one only steals cycles from the model.
         small = dataclasses.replace(cfg, batch_size=16, dropout=0.1, num_workers=1)  # random init, 128 x 2 layers
         result["cpu_train_small_samples_per_s"] = round(train_throughput(small, tok), 1)
