@@ -184,8 +184,15 @@ def test_partial_ot_gradient_is_the_plan_and_inputs_are_checked():
     torch.testing.assert_close(regions.grad, r2.grad)
     with pytest.raises(ValueError, match="mass fraction"):
         partial_ot_loss(tokens, regions, mask_t, mask_r, s=0.0)
-    with pytest.raises(ValueError, match="at least one real token"):
-        partial_ot_loss(tokens, regions, torch.zeros(2, 3, dtype=torch.bool), mask_r)
+    # A pair without a real token (or region) is left out, not refused: refusing would read the device.
+    no_words = mask_t.clone()
+    no_words[0] = False
+    term, plan = partial_ot_loss(tokens.detach(), regions.detach(), no_words, mask_r, s=0.5)
+    alone, _ = partial_ot_loss(tokens.detach()[1:], regions.detach()[1:], mask_t[1:], mask_r[1:], s=0.5)
+    assert term.count.item() == 1 and plan[0].abs().sum() == 0 and torch.isfinite(plan).all()
+    assert term.sum.item() == pytest.approx(alone.sum.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="mass must be in"):
+        entropic_partial_ot(torch.full((1, 2), 0.5), torch.full((1, 2), 0.5), torch.zeros(1, 2, 2), 1.5)
 
 
 def test_grounded_alignment_local_term_counts_matched_pairs_only():

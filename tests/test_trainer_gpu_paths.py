@@ -158,6 +158,26 @@ def test_train_step_never_reads_device_values_nor_mixes_devices(corpus, tok, mod
     assert spy.found == []
 
 
+@pytest.mark.parametrize("method", ["partial_ot", "ssga+partial_ot", "mu_vla"])
+def test_every_method_s_train_step_never_reads_device_values(corpus, tok, method):
+    """The same on ``meta`` for the other alignment methods: partial OT leaves a pair without words or
+    regions out instead of checking for one, μ-VLA's gathered region rows need no boolean selection."""
+    from mu_vla_fixtures import write_retrieval
+
+    root, regions, labels = corpus
+    retrieval = write_retrieval(regions, root / f"retrieval-{method}")
+    cfg = tiny_config(regions, labels, root / "meta", method=method, retrieval=str(retrieval))
+    batch = first_batch(cfg, tok)
+    meta = torch.device("meta")
+    with meta:
+        net = build_model(cfg, 16, NUM_CLASSES, len(tok))
+    lambdas = train_mod.weights(cfg).to(meta)
+    opt = make_optimizer(net, cfg)
+    with BlockingHostToDevice() as spy:
+        row = train_step(net, opt, [batch], cfg, 0, meta, lambdas)
+    assert row.device == meta and spy.found == []
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -35,7 +35,7 @@ from trainer.data.masking import IGNORE
 from trainer.objectives.curriculum import STAGES
 from trainer.objectives.image_sentence import itm_loss, itm_self_weights
 from trainer.objectives.masked import masked_token_loss
-from trainer.objectives.partial_ot import partial_ot_loss
+from trainer.objectives.partial_ot import partial_ot_loss, real_pairs
 from trainer.objectives.region_phrase import region_to_token_loss
 from trainer.objectives.region_tag import region_tag_losses
 
@@ -84,7 +84,7 @@ def part_counts(kind: str, part: dict[str, torch.Tensor], cfg: TrainConfig | Non
     if kind == PAIRED:
         c = {"word": n_mlm, "img": n_reg, "align": n_ex, "gnd": part["pair_mask"].sum()}
         if uses_pot(cfg):
-            c["pot"] = (part["itm_label"] > 0.5).sum()
+            c["pot"] = ((part["itm_label"] > 0.5) & real_pairs(word_mask(part), part["region_mask"])).sum()
     elif kind == "region_tag":
         c = {"tag_word": n_mlm, "img": n_reg, "mrfr": n_reg}
     elif kind == "region_phrase":
@@ -116,11 +116,10 @@ def part_sums(kind: str, out: dict[str, torch.Tensor], part: dict[str, Any], cfg
                                        pair_mask=part["itm_label"] > 0.5)
             s["pot"] = local.sum
     elif kind == "region_tag":
-        # The heads ran at the masked positions only (gathered), so the dense objectives see one row of them.
-        rm = torch.ones(1, part["mrc_pos"].numel(), dtype=torch.bool, device=device)
+        # The heads ran at the masked positions only (gathered): one row of them, every row a masked region.
         t = region_tag_losses(
             {"mlm_logits": out["mlm_logits"][None], "region_logits": out["region_logits"][None], "region_feat_pred": out["region_feat_pred"][None]},
-            {"tag_labels": part["mlm_target"][None], "region_cls": part["mrc_target"][None], "region_feat": part["mrfr_target"][None], "region_masked": rm},
+            {"tag_labels": part["mlm_target"][None], "region_cls": part["mrc_target"][None], "region_feat": part["mrfr_target"][None], "region_masked": None},
         )
         s = {"tag_word": t["tag_mlm"].sum, "img": t["mrc"].sum, "mrfr": t["mrfr"].sum}
     elif kind == "region_phrase":

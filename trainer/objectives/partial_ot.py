@@ -11,6 +11,9 @@ with padding entries held at zero mass (which gives the same plan as solving the
 Gradient: the plan is computed without autograd and the loss is ``Σ T*·C``, so ``∂loss/∂C = T*``
 (Danskin: the gradient of an optimal transport value with respect to its cost), flowing into the
 token and region states through the cost; no backward through hundreds of iterations.
+
+The training loss reads no value back from the device (that would stall a GPU step): a pair without
+a real token or region is left out of the loss and of its count instead of being refused.
 """
 from __future__ import annotations
 
@@ -27,12 +30,16 @@ def cosine_cost(tokens: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
 
 
 def uniform_marginals(token_mask: torch.Tensor, region_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uniform weights over real tokens [B, T] and real regions [B, N] (zeros on padding); each sums to 1."""
+    """Uniform weights over real tokens [B, T] and real regions [B, N] (zeros on padding); each sums to 1,
+    or to 0 for a pair with no real token (region): :func:`partial_ot_loss` leaves such a pair out."""
     a = token_mask.float()
     b = region_mask.float()
-    if (a.sum(-1) == 0).any() or (b.sum(-1) == 0).any():
-        raise ValueError("every pair needs at least one real token and one real region for partial OT")
-    return a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    return a / a.sum(-1, keepdim=True).clamp(min=1), b / b.sum(-1, keepdim=True).clamp(min=1)
+
+
+def real_pairs(token_mask: torch.Tensor, region_mask: torch.Tensor) -> torch.Tensor:
+    """[B] bool: pairs with at least one real token and one real region (the ones partial OT can align)."""
+    return token_mask.any(-1) & region_mask.any(-1)
 
 
 def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -42,24 +49,32 @@ def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def entropic_partial_ot(
-    a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, mass: torch.Tensor | float, reg: float = 0.05, num_iter: int = 200
+    a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, mass: torch.Tensor | float, reg: float = 0.05, num_iter: int = 200,
+    check: bool = True,
 ) -> torch.Tensor:
     """Entropic partial OT plans [B, T, N] moving ``mass`` between ``a`` [B, T] and ``b`` [B, N].
 
     The same iterations as POT's ``entropic_partial_wasserstein`` (sinkhorn), batched: a zero weight
     in ``a`` or ``b`` (padding) keeps its row/column at zero. ``mass``: a scalar or [B], at most
     ``min(a.sum, b.sum)`` per pair. Runs in float64 (the kernel ``exp(−C/reg)`` spans many decades).
+    ``check=False``: the caller vouches for the mass (checking it reads the device); a pair with no
+    weight at all then gets a zero plan.
     """
     dtype = torch.float64
     a, b, cost = a.to(dtype), b.to(dtype), cost.detach().to(dtype)
-    m = torch.as_tensor(mass, dtype=dtype, device=cost.device).expand(cost.shape[0]).reshape(-1, 1, 1)
     if reg <= 0:
         raise ValueError(f"reg must be > 0, got {reg}")
-    if (m <= 0).any() or (m.flatten() > torch.minimum(a.sum(-1), b.sum(-1)) + 1e-12).any():
+    if isinstance(mass, (int, float)):
+        if not mass > 0:
+            raise ValueError(f"partial OT mass must be > 0, got {mass}")
+        m = torch.full((cost.shape[0], 1, 1), float(mass), dtype=dtype, device=cost.device)
+    else:
+        m = mass.to(dtype=dtype, device=cost.device).expand(cost.shape[0]).reshape(-1, 1, 1)
+    if check and ((m <= 0).any() or (m.flatten() > torch.minimum(a.sum(-1), b.sum(-1)) + 1e-12).any()):
         raise ValueError("partial OT mass must be in (0, min(|a|, |b|)] for every pair")
     support = (a[:, :, None] > 0) & (b[:, None, :] > 0)
     K = torch.exp(-cost / reg) * support
-    K = K * m / K.sum((1, 2), keepdim=True)
+    K = K * _safe_ratio(m, K.sum((1, 2), keepdim=True))
     q1, q2, q3 = torch.ones_like(K), torch.ones_like(K), torch.ones_like(K)
     for _ in range(num_iter):
         k_prev = K
@@ -72,7 +87,7 @@ def entropic_partial_ot(
         q2 = q2 * _safe_ratio(k1_prev, K2)
         k2_prev = K2
         K2 = K2 * q3
-        K = K2 * (m / K2.sum((1, 2), keepdim=True))
+        K = K2 * _safe_ratio(m, K2.sum((1, 2), keepdim=True))
         q3 = q3 * _safe_ratio(k2_prev, K)
     return K
 
@@ -91,15 +106,17 @@ def partial_ot_loss(
 
     ``s`` in (0, 1]: the fraction of mass transported (marginals are uniform, each summing to 1).
     ``pair_mask`` [B]: the pairs that count (matched pairs: aligning a mismatched caption would teach
-    the wrong thing); default all. Returns ``(Term(Σ cost, pairs), plans [B, T, N])``.
+    the wrong thing); default all. A pair without a real token or region never counts. Returns
+    ``(Term(Σ cost, pairs), plans [B, T, N])``.
     """
     if not 0 < s <= 1:
         raise ValueError(f"transported mass fraction s must be in (0, 1], got {s}")
     cost = cosine_cost(tokens.float(), regions.float())
     a, b = uniform_marginals(token_mask, region_mask)
-    plan = entropic_partial_ot(a, b, cost, s, reg, num_iter).to(cost.dtype)
+    plan = entropic_partial_ot(a, b, cost, s, reg, num_iter, check=False).to(cost.dtype)  # s ≤ 1 = |a| = |b|
     per_pair = (plan * cost).sum((1, 2))
-    w = torch.ones_like(per_pair) if pair_mask is None else pair_mask.float()
+    real = real_pairs(token_mask, region_mask)
+    w = (real if pair_mask is None else real & pair_mask.bool()).float()
     return Term((w * per_pair).sum(), w.sum()), plan
 
 

@@ -23,7 +23,8 @@ def region_tag_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tenso
 
     ``out``: ``mlm_logits`` [B, T, V], ``region_logits`` [B, N, C], ``region_feat_pred`` [B, N, D].
     ``batch``: ``tag_labels`` [B, T] (``IGNORE`` except at masked tag tokens), ``region_cls`` [B, N, C]
-    (detector distribution), ``region_feat`` [B, N, D] (original features), ``region_masked`` [B, N].
+    (detector distribution), ``region_feat`` [B, N, D] (original features), ``region_masked`` [B, N]
+    (``None``: every row is a masked region).
     """
     return {
         "tag_mlm": masked_token_loss(out["mlm_logits"], batch["tag_labels"]),
