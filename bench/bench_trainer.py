@@ -95,84 +95,90 @@ def train_throughput(cfg: TrainConfig, tok, steps: int = 12, warmup: int = 3) ->
     return rate
 
 
-def handover_ms_per_batch(cfg: TrainConfig, tok, packed: bool, batches: int = 6) -> float:
-    """Median main-process milliseconds to receive a batch from a loader worker and let it go, with the
-    worker ahead (a pause stands in for the GPU step). ``packed=False``: every tensor its own shared
-    segment, as before ``trainer.data.pack``. On a GPU node this time is spent in the pin-memory thread,
-    much of it with the GIL held, beside the thread that launches the step's kernels."""
-    import statistics
+class _PerTensor:
+    """The DataLoader's own hand-over, as before ``trainer.data.pack``: one shared segment per tensor,
+    freed by the receiver."""
+
+    def __init__(self, keep: int):
+        pass
+
+    def __call__(self, batch: dict) -> dict:
+        return batch
+
+
+def _stream(cfg: TrainConfig, tok, packed: bool):
+    """A one-worker BatchStream handing batches over packed (one segment) or one segment per tensor."""
     from unittest import mock
 
     import trainer.data.chain as chain
 
-    class PerTensor:  # the DataLoader's own hand-over: one segment per tensor, freed by the receiver
-        def __init__(self, keep: int):
-            pass
+    with mock.patch.object(chain, "Handover", chain.Handover if packed else _PerTensor):
+        return BatchStream(dataclasses.replace(cfg, num_workers=1), tok)  # the worker forks here, patched
 
-        def __call__(self, batch: dict) -> dict:
-            return batch
+
+def handover_ms_per_batch(cfg: TrainConfig, tok, packed: bool, batches: int = 6) -> float:
+    """Median main-process milliseconds to receive a batch from a loader worker and let it go, with the
+    worker ahead (a pause stands in for the GPU step). On a GPU node this time is spent in the
+    pin-memory thread, much of it with the GIL held, beside the thread that launches the step's kernels."""
+    import statistics
 
     times = []
-    with mock.patch.object(chain, "Handover", chain.Handover if packed else PerTensor):
-        stream = BatchStream(dataclasses.replace(cfg, num_workers=1), tok)
-        try:
-            stream.next()
-            for _ in range(batches):
-                time.sleep(1.2 * cfg.batch_size / 1000)  # longer than a worker needs for a batch here
-                t0 = time.perf_counter()
-                batch = stream.next()
-                del batch
-                times.append(1000 * (time.perf_counter() - t0))
-        finally:
-            stream.close()
+    stream = _stream(cfg, tok, packed)
+    try:
+        stream.next()
+        for _ in range(batches):
+            time.sleep(1.2 * cfg.batch_size / 1000)  # longer than a worker needs for a batch here
+            t0 = time.perf_counter()
+            batch = stream.next()
+            del batch
+            times.append(1000 * (time.perf_counter() - t0))
+    finally:
+        stream.close()
     return statistics.median(times)
 
 
-def _tiny_ops_per_s(seconds: float) -> float:
-    """The rate of tiny torch ops one thread runs (a stand-in for launching a GPU step's kernels)."""
-    x, n, t0 = torch.ones(8), 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+def _tiny_ops(until) -> int:
+    """Tiny torch ops run until ``until()`` (a stand-in for launching a GPU step's kernels)."""
+    x, n = torch.ones(8), 0
+    while not until():
         for _ in range(100):
             x = x + 1
         n += 100
-    return n / (time.perf_counter() - t0)
+    return n
 
 
 def main_thread_ms_lost_per_batch(cfg: TrainConfig, tok, packed: bool) -> float:
     """Milliseconds of the main thread's work lost per batch while another thread of the process receives
     batches from a loader worker, as the DataLoader's pin-memory thread does on a GPU node: the main
-    thread runs tiny torch ops (kernel launches stand-in) and we count how many fewer it got done.
-    They share the GIL; a batch in one segment needs it a few times, one segment per tensor ~100 times."""
+    thread runs tiny torch ops and we count how many fewer it got done. They share the GIL; a batch in
+    one segment needs it a few times, one segment per tensor ~100 times."""
     import threading
-    from unittest import mock
 
-    import trainer.data.chain as chain
     from trainer.data.chain import PREFETCH
 
-    class PerTensor:
-        def __init__(self, keep: int):
-            pass
+    stream = _stream(cfg, tok, packed)
+    try:
+        stream.next()
+        time.sleep(PREFETCH * 1.5 * cfg.batch_size / 1000)  # the worker fills its queue
+        t0 = time.perf_counter()
+        alone = _tiny_ops(lambda: time.perf_counter() - t0 > 0.5) / (time.perf_counter() - t0)
+        receiver = threading.Thread(target=lambda: [stream.next() for _ in range(PREFETCH - 1)])
+        t0 = time.perf_counter()
+        receiver.start()
+        done = _tiny_ops(lambda: not receiver.is_alive())
+        window = time.perf_counter() - t0
+    finally:
+        stream.close()
+    return 1000 * (window - done / alone) / (PREFETCH - 1)
 
-        def __call__(self, batch: dict) -> dict:
-            return batch
 
-    with mock.patch.object(chain, "Handover", chain.Handover if packed else PerTensor):
-        stream = BatchStream(dataclasses.replace(cfg, num_workers=1), tok)
-        try:
-            stream.next()
-            time.sleep(PREFETCH * 1.5 * cfg.batch_size / 1000)  # the worker fills its queue
-            alone = _tiny_ops_per_s(0.5)
-            receiver = threading.Thread(target=lambda: [stream.next() for _ in range(PREFETCH - 1)])
-            x, n, t0 = torch.ones(8), 0, time.perf_counter()
-            receiver.start()
-            while receiver.is_alive():
-                for _ in range(100):
-                    x = x + 1
-                n += 100
-            window = time.perf_counter() - t0
-        finally:
-            stream.close()
-    return 1000 * (window - n / alone) / (PREFETCH - 1)
+def packed_against_per_tensor(measure, cfg: TrainConfig, tok, rounds: int = 2) -> tuple[float, float]:
+    """(packed, per tensor): the best of ``rounds`` alternating runs of each (this machine is noisy)."""
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for packed in (False, True):
+            runs[packed].append(measure(cfg, tok, packed))
+    return min(runs[True]), min(runs[False])
 
 
 def synthetic_batch(b: int, t: int, r: int, d: int, c: int, k: int, vocab: int, device) -> dict:
@@ -233,18 +239,9 @@ def main(gpu_only: bool = False, smoke: bool = False) -> dict:
         result["loader_workers_for_6000_samples_per_s"] = math.ceil(6000 / (vg_n / vg_s))
         # The main process's share of each batch, packed into one segment against one segment per tensor,
         # alternating (this machine is noisy): the time it takes from the thread that feeds the GPU.
-        rounds = {True: [], False: []}
-        for _ in range(2):
-            for packed in (False, True):
-                rounds[packed].append(handover_ms_per_batch(vg, tok, packed))
-        result["loader_main_ms_per_batch_b512_packed"] = round(min(rounds[True]), 2)
-        result["loader_main_ms_per_batch_b512_per_tensor"] = round(min(rounds[False]), 2)
-        lost = {True: [], False: []}
-        for _ in range(2):
-            for packed in (False, True):
-                lost[packed].append(main_thread_ms_lost_per_batch(vg, tok, packed))
-        result["loader_main_thread_ms_lost_per_batch_b512_packed"] = round(min(lost[True]), 2)
-        result["loader_main_thread_ms_lost_per_batch_b512_per_tensor"] = round(min(lost[False]), 2)
+        for name, measure in (("main_ms_per_batch", handover_ms_per_batch), ("main_thread_ms_lost_per_batch", main_thread_ms_lost_per_batch)):
+            packed, per_tensor = packed_against_per_tensor(measure, vg, tok)
+            result[f"loader_{name}_b512_packed"], result[f"loader_{name}_b512_per_tensor"] = round(packed, 2), round(per_tensor, 2)
         # One loader worker: on a 2-core box a second one only steals cycles from the model.
         small = dataclasses.replace(cfg, batch_size=16, dropout=0.1, num_workers=1)  # random init, 128 x 2 layers
         result["cpu_train_small_samples_per_s"] = round(train_throughput(small, tok), 1)

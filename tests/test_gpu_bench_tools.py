@@ -128,3 +128,21 @@ def test_host_sync_count_counts_the_sync_warnings_of_each_step(monkeypatch):
     per_step, where = gt.host_syncs_per_step(None, None, {}, None, torch.device("cuda"), steps=3)
     assert per_step == 2.0 and where.endswith(".py:" + where.rsplit(":", 1)[1]) and "test_gpu_bench_tools.py" in where
     assert modes == ["warn", "default"]  # restored after
+
+
+def test_the_handover_benches_run_both_hand_overs(tmp_path):
+    """bench_trainer's side-by-side figures for packed batches against one segment per tensor run (toy
+    sizes; the figures themselves are make bench's)."""
+    import math
+
+    from bench.bench_trainer import handover_ms_per_batch, main_thread_ms_lost_per_batch, packed_against_per_tensor
+    from trainer.config import TrainConfig
+    from trainer.data.text import load_tokenizer
+    from trainer.toydata import write_corpus
+
+    regions, labels = write_corpus(tmp_path, 40, num_shards=2)
+    cfg = TrainConfig(regions=str(regions), labels=str(labels), out=str(tmp_path / "out"), batch_size=8, shuffle_buffer=8, max_text_len=16)
+    tok = load_tokenizer("minilm")
+    for measure in (handover_ms_per_batch, main_thread_ms_lost_per_batch):
+        packed, per_tensor = packed_against_per_tensor(measure, cfg, tok, rounds=1)
+        assert math.isfinite(packed) and math.isfinite(per_tensor) and packed < 1000 and per_tensor < 1000
