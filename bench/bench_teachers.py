@@ -182,6 +182,11 @@ def measure(name: str, model_dir: Path, xs: list, batch_sizes: tuple[int, ...], 
         wall = (time.perf_counter() - t0) / repeats
         rows[f"batch_{b}"] = {"images_per_s": round(images / wall, 2), "phrases_per_s": round(phrases / wall, 1),
                               "gpu_busy_share": gpu_busy_share(t, xs)}
+        if t.device.type == "cuda":  # 0 expected: results come back through events, inputs through pinned memory
+            from bench.gpu_trainer import sync_warnings
+
+            n, where = sync_warnings(lambda: predict_as_the_stage_does(t, xs))
+            rows[f"batch_{b}"].update(host_syncs_per_image=round(n / images, 2), first_sync_at=where)
         del t
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -98,21 +98,27 @@ def _model(cfg: TrainConfig, feat_dim: int, num_classes: int, vocab: int, device
     return model, net, opt
 
 
-def host_syncs_per_step(net, opt, batch: dict, cfg: TrainConfig, device: torch.device, steps: int = 3) -> tuple[float, str]:
-    """Synchronising CUDA calls per ``train_step`` (``torch.cuda.set_sync_debug_mode``), and where the
-    first one came from. 0 means the host never waits for the GPU inside a step and can run ahead."""
+def sync_warnings(run) -> tuple[int, str]:
+    """Synchronising CUDA calls ``run()`` makes (``torch.cuda.set_sync_debug_mode``: stream syncs and
+    blocking copies, such as ``.item()`` or ``.cpu()``), and where the first one came from."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            for i in range(steps):
-                train_step(net, opt, [batch], cfg, i, device)
+            run()
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    return len(syncs) / steps, (f"{syncs[0].filename}:{syncs[0].lineno}" if syncs else "")
+    return len(syncs), (f"{syncs[0].filename}:{syncs[0].lineno}" if syncs else "")
+
+
+def host_syncs_per_step(net, opt, batch: dict, cfg: TrainConfig, device: torch.device, steps: int = 3) -> tuple[float, str]:
+    """Synchronising CUDA calls per ``train_step``, and where the first one came from. 0 means the host
+    never waits for the GPU inside a step and can run ahead."""
+    n, where = sync_warnings(lambda: [train_step(net, opt, [batch], cfg, i, device) for i in range(steps)])
+    return n / steps, where
 
 
 def model_only(cfg: TrainConfig, device: torch.device, batch_size: int, steps: int, shapes: dict, built: tuple | None = None) -> dict:
