@@ -97,7 +97,7 @@ def check_shared_stage(device: str, tmp: Path) -> dict:
     groups: dict[str, list] = {}
     for x in xs:
         groups.setdefault(x.image_id, []).append(x)
-    handler = TeacherModelHandler("grounding_dino", {"model_dir": md, "device": device, "box_threshold": "0"}, images_per_batch=2)
+    handler = TeacherModelHandler("grounding_dino", {"model_dir": md, "device": device, "box_threshold": "0"}, images_per_batch=1)  # prefetch hints too
     out_file = tmp / "shared.jsonl"
     opts = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     with beam.Pipeline(options=opts) as p:

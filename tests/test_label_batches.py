@@ -162,3 +162,34 @@ def test_use_batch_aware_coder_makes_it_the_coder_of_untyped_collections_once():
     use_batch_aware_coder()
     assert isinstance(typecoders.registry.get_coder(typing.Any), BatchAwareCoder)
     assert sum(c is BatchAwareCoder for c in typecoders.registry._fallback_coder._coders) == 1  # registered once
+
+
+@pytest.mark.slow
+def test_a_model_shared_across_processes_takes_the_prefetch_hint(tmp_path):
+    """With share_model (Beam's large_model: one copy per machine, reached through a proxy) the handler's
+    prefetch hints go through the proxy too; the tiny Grounding DINO on the CPU, two worker processes."""
+    import json
+
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from bench.bench_teachers import make_inputs
+    from hf_tiny import save_tiny_grounding_dino
+
+    md = str(save_tiny_grounding_dino(tmp_path / "gd"))
+    xs = make_inputs(tmp_path / "corpus", 4, None)
+    groups: dict[str, list] = {}
+    for x in xs:
+        groups.setdefault(x.image_id, []).append(x)
+    handler = TeacherModelHandler("grounding_dino", {"model_dir": md, "device": "cpu", "box_threshold": "0"}, images_per_batch=1, share_model=True)
+    out = tmp_path / "out.jsonl"
+    opts = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    with beam.Pipeline(options=opts) as p:
+        blocks = [Batch(ImageWork(k, [], v) for k, v in sorted(groups.items())[i::2]) for i in range(2)]  # 2 images a block
+        _ = (p | beam.Create(blocks) | RunInference(handler) | beam.FlatMap(lambda b: [r for w in b for r in w.results])
+             | beam.Map(lambda r: json.dumps({"boxes": None if r.boxes is None else len(r.boxes), "error": r.error}))
+             | beam.io.WriteToText(str(out), shard_name_template=""))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert handler.share_model_across_processes() and len(rows) == len(xs)
+    assert [r for r in rows if r["error"] or r["boxes"] is None] == [] and sum(r["boxes"] for r in rows) > 0
