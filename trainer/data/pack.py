@@ -2,16 +2,17 @@
 
 A DataLoader worker hands each tensor of a batch to the main process as a shared-memory segment of
 its own: one file descriptor passed over a socket, with an authentication round trip, per tensor.
-At ~17 tensors a batch that was ~10 ms of the main process's time per batch (``make bench``:
-``loader_main_ms_per_batch``), spent in the thread that also pins the batch and competing for the
-GIL with the thread that launches the GPU's kernels. Packed, a batch is one segment, one descriptor,
-one pinned copy; :func:`unpack` gives the same tensors back as views of it, and ``to_device`` copies
-each view as before.
+With ~17 tensors a batch, receiving one of 512 took the main process 11-16 ms, and a thread receiving
+batches (the pin-memory thread, on a GPU node) cost the thread beside it 17-19 ms of work per batch
+through the GIL (``make bench``: ``loader_main_ms_per_batch_b512_*``,
+``loader_main_thread_ms_lost_per_batch_b512_*``). Packed, a batch is one segment, one descriptor, one
+pinned copy, about 2 ms; :func:`unpack` gives the same tensors back as views of it, and ``to_device``
+copies each view as before.
 
-Whoever drops a shared segment last frees its pages: another ~9 ms a batch (92 MB at batch 512),
-which in the main process falls in the pin-memory thread with the GIL held. :class:`Handover` keeps
-a worker's last few segments alive in the worker, so the worker frees them, after the main process
-is done with them (the segments still in flight plus two more per worker in /dev/shm).
+Whoever drops a shared segment last frees its pages: ~9 ms for a batch of 512 (92 MB), which in the
+main process falls in the pin-memory thread with the GIL held. :class:`Handover` keeps a worker's
+last few segments referenced in the worker, so the worker frees them after the main process is done
+with them: up to ``PREFETCH + 2`` batches per worker in /dev/shm.
 """
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def entropic_partial_ot(
             raise ValueError(f"partial OT mass must be > 0, got {mass}")
         m = torch.full((cost.shape[0], 1, 1), float(mass), dtype=dtype, device=cost.device)
     else:
-        m = mass.to(dtype=dtype, device=cost.device).expand(cost.shape[0]).reshape(-1, 1, 1)
+        m = torch.as_tensor(mass, dtype=dtype, device=cost.device).expand(cost.shape[0]).reshape(-1, 1, 1)
     if check and ((m <= 0).any() or (m.flatten() > torch.minimum(a.sum(-1), b.sum(-1)) + 1e-12).any()):
         raise ValueError("partial OT mass must be in (0, min(|a|, |b|)] for every pair")
     support = (a[:, :, None] > 0) & (b[:, None, :] > 0)
