@@ -539,3 +539,24 @@ def test_hf_prefetch_decodes_the_next_batch_ahead_and_changes_nothing(hf_teacher
     t.prefetch(bad)
     with pytest.raises(ValueError, match="decodes to"):
         t.predict(bad)
+
+
+def test_hf_consecutive_forward_batches_take_the_two_streams_in_turn(hf_teacher, generated_images, monkeypatch):
+    """On CUDA each forward batch runs on one of two streams in turn, so a blocking call inside the model
+    waits only for its own batch; here (no GPU) the streams are stand-ins and torch.cuda.stream records."""
+    import contextlib
+
+    import torch
+
+    name, model_dir = hf_teacher
+    t = build_teacher(name, {"model_dir": model_dir, "box_threshold": 0.0, "batch_size": 1}).load()
+    xs = _gen_inputs(generated_images)
+    plain = t.predict(xs)
+    used, launches = [], []
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: used.append(s) or contextlib.nullcontext())
+    real_launch = t.launch
+    monkeypatch.setattr(t, "launch", lambda items: launches.append(len(used)) or real_launch(items))
+    t._streams = ["stream 0", "stream 1"]
+    assert t.predict(xs) == plain
+    assert len(used) == len(launches) >= 3 and launches == list(range(1, len(used) + 1))  # each launch inside its stream
+    assert used == ["stream 0", "stream 1"] * (len(used) // 2) + ["stream 0"] * (len(used) % 2)

@@ -18,7 +18,9 @@ The GPU is kept fed (issue #11: busy ≥ 70 % of the stage's wall time): a forwa
 soon as its images are decoded, while the pool decodes the rest, and its results are copied back
 asynchronously and read only after the next batch is launched (:meth:`launch` / :meth:`collect`), so
 the host's tokenising, decoding and post-processing overlap the device's work instead of alternating
-with it. The batches and their contents are the same as one at a time, so are the results.
+with it. Consecutive batches run on two CUDA streams in turn (:meth:`batch_stream`), so a blocking
+call inside the model waits for its own batch only. The batches and their contents are the same as
+one at a time, so are the results.
 
 The frame. Teacher boxes are matched against the detector's regions, which live in the detector's
 ``image_w × image_h`` frame. A decoded image of a different size but the same aspect ratio (within
@@ -186,7 +188,20 @@ class HFDetectorTeacher(Teacher):
         self._pool = ThreadPoolExecutor(max_workers=self.values["decode_threads"], thread_name_prefix="teacher-decode")
         self._ahead: OrderedDict[tuple, Future] = OrderedDict()  # prefetched decodes by image key
         self._ahead_lock = threading.Lock()  # Beam may call one model from several threads
+        self._streams, self._turn = None, 0
+        if self.device.type == "cuda":
+            self._streams = [torch.cuda.Stream(self.device) for _ in range(2)]
+            torch.cuda.synchronize(self.device)  # the weights are in place before another stream reads them
         return self
+
+    def batch_stream(self):
+        """Where the next forward batch runs: on CUDA, one of two streams in turn. A synchronising call
+        inside the model (Hugging Face's Grounding DINO copies a few values to the GPU, blocking) then
+        waits only for its own batch's earlier work, not for the batch still running on the other stream."""
+        if self._streams is None:
+            return contextlib.nullcontext()
+        stream, self._turn = self._streams[self._turn], 1 - self._turn
+        return self.torch.cuda.stream(stream)
 
     def autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -244,8 +259,9 @@ class HFDetectorTeacher(Teacher):
         return self.torch.cat(tensors, out=out).to(self.device, non_blocking=True)
 
     def to_host(self, *tensors) -> tuple:
-        """Queue each tensor's copy to the host behind the kernels that make it, and an event after them:
-        ``(copies, event)``. A plain ``.cpu()`` later would also wait for every batch launched since."""
+        """Queue each tensor's copy to the host behind the kernels that make it (on the batch's stream), and
+        an event after them: ``(copies, event)``. A plain ``.cpu()`` later would also wait for every batch
+        launched since."""
         if self.device.type != "cuda":
             return tuple(t.cpu() for t in tensors), None
         copies = tuple(t.to("cpu", non_blocking=True) for t in tensors)  # into pinned memory
@@ -315,7 +331,8 @@ class HFDetectorTeacher(Teacher):
         pending: list = []  # (chunk, launched) not yet collected: at most one
 
         def launch(chunk: list) -> None:
-            pending.append((chunk, self.launch(chunk)))
+            with self.batch_stream():
+                pending.append((chunk, self.launch(chunk)))
             if len(pending) > 1:
                 done, launched = pending.pop(0)
                 for (w, p), res in zip(done, self.collect(launched)):
