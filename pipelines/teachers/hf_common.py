@@ -137,7 +137,7 @@ class HFDetectorTeacher(Teacher):
         "top_k": Param(int, 3, lo=0, help="boxes kept per phrase (0: all above the threshold)"),
         "device": Param(device_name, "auto", valid="'auto', 'cpu', 'cuda' or 'cuda:N'", help="where the model runs"),
         "precision": Param(str, "fp32", choices=tuple(PRECISIONS), help="autocast dtype of the forward pass"),
-        "batch_size": Param(int, 8, lo=1, hi=1024, help="(image, prompt) pairs per forward pass"),
+        "batch_size": Param(int, 8, lo=1, hi=1024, help="(image, prompt) pairs per forward pass (two passes are in flight on a GPU)"),
         "torch_threads": Param(int, 1, lo=1),
         "decode_threads": Param(int, 4, lo=1, hi=64, help="images decoded at once"),
         "aspect_tolerance": Param(float, 0.01, lo=0.0, hi=1.0, hi_open=True,
