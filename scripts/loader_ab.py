@@ -1,11 +1,13 @@
 """One loader worker's examples/s, this tree against an earlier commit, side by side.
 
-    python scripts/loader_ab.py --base b7b0f5f [--rounds 3] [--images 3000]
+    python scripts/loader_ab.py --base b7b0f5f [--rounds 3] [--images 3000] [--through-worker]
 
 Writes two corpora once (36 regions x 2048-d float16 features; the toy corpus's 9 classes and a
 detector's 1,601), then, round after round, alternates the base commit (a temporary git worktree) and
 this tree, each reading a corpus in one process (``num_workers=0``: one worker's work) at batch 512.
-Prints every run and the medians. Needs the project's .venv (run it with that python).
+``--through-worker``: through the training stream (``BatchStream``) with one loader worker process
+instead, so the hand-over from worker to trainer counts too. Prints every run and the medians. Needs
+the project's .venv (run it with that python).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = """
-import sys, time, torch
+import dataclasses, sys, time, torch
 from trainer.config import TrainConfig
 from trainer.data.text import load_tokenizer
 from trainer.data.chain import make_loader
@@ -27,6 +29,16 @@ root = sys.argv[1]
 cfg = TrainConfig(regions=root + "/regions", labels=root + "/labels", out=root + "/out", num_workers=0, batch_size=512,
                   shuffle_buffer=512, max_text_len=36, max_regions=36)
 tok = load_tokenizer(cfg.tokenizer)
+if sys.argv[2] == "worker":  # one loader process feeding the training stream; 12 batches after 2 warm-up
+    from trainer.data.stream import BatchStream
+    stream = BatchStream(dataclasses.replace(cfg, num_workers=1), tok)
+    stream.next(), stream.next()
+    t0, n = time.perf_counter(), 0
+    for _ in range(12):
+        n += stream.next()["n"]
+    print(n / (time.perf_counter() - t0))
+    stream.close()
+    sys.exit(0)
 for _ in range(2):  # the first pass warms imports and the file cache; the second is the one reported
     t0, n = time.perf_counter(), 0
     for b in make_loader(cfg, tok, 0):
@@ -40,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", required=True, help="the commit to compare with (e.g. b7b0f5f)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--images", type=int, default=3000)
+    ap.add_argument("--through-worker", action="store_true", help="through BatchStream with one loader worker process")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from trainer.toydata import NUM_CLASSES, write_corpus
@@ -57,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(a.rounds):
                 for classes, root in corpora.items():
                     for name, tree in (("base", base), ("this", ROOT)):
-                        out = subprocess.run([sys.executable, "-c", MEASURE, str(root)], cwd=tree, env={"PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1",
+                        mode = "worker" if a.through_worker else "in-process"
+                        out = subprocess.run([sys.executable, "-c", MEASURE, str(root), mode], cwd=tree, env={"PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1",
                                              "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True)
                         rate = float(out.stdout.strip().splitlines()[-1])
                         runs.setdefault((classes, name), []).append(rate)
