@@ -20,7 +20,7 @@ from trainer.runtime.optim import make_optimizer
 from trainer.toydata import OBJECTS
 from trainer.train import train, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse: one torch thread per test)
-from trainer_fixtures import NUM_CLASSES, ddp_batches_worker, first_batch, nth_batch, tiny_config, write_corpus
+from trainer_fixtures import NUM_CLASSES, ddp_batches_worker, first_batch, nth_batch, rendezvous, tiny_config, write_corpus
 
 CPU = torch.device("cpu")
 T = {t: i for i, t in enumerate(TERMS)}
@@ -227,17 +227,12 @@ def test_mu_vla_on_two_gloo_ranks_matches_one_process_accumulating_both_batches(
     """Each rank runs three forward/backward passes (region–tag, region–phrase, image–sentence), the first
     two under ``no_sync``, with unused parameters found: the step equals one process accumulating
     both ranks' batches (train_step's promise: n ranks × B/n = k micro-batches × B/k)."""
-    import socket
-
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cfg = _cfg(corpus, tmp_path / "ddp", "mu_vla", dropout=0.0)
     out = tmp_path / "rank0.safetensors"
-    mp.start_processes(ddp_batches_worker, args=(2, port, cfg, str(out)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(ddp_batches_worker, args=(2, rendezvous(tmp_path), cfg, str(out)), nprocs=2, join=True, start_method="spawn")
     got = load_file(str(out))
 
     tok = load_tokenizer(cfg.tokenizer)

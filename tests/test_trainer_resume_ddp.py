@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from trainer.runtime.loss_log import stats_dict
 from trainer.runtime.optim import make_optimizer
 from trainer.train import train, train_step
 from trainer_fixtures import one_thread  # noqa: F401  (autouse fixture: one torch thread per test)
-from trainer_fixtures import NUM_CLASSES, ddp_worker, first_batch, split_batch, tiny_config, write_corpus
+from trainer_fixtures import NUM_CLASSES, ddp_worker, first_batch, rendezvous, split_batch, tiny_config, write_corpus
 
 CPU = torch.device("cpu")
 
@@ -65,18 +64,12 @@ def test_gradient_accumulation_matches_the_full_batch(corpus):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(180)
 def test_ddp_two_gloo_processes_match_one_process(corpus, tmp_path):
     root, regions, labels = corpus
     cfg = tiny_config(regions, labels, root / "ddp")
     out = tmp_path / "rank0.safetensors"
-    mp.start_processes(ddp_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(ddp_worker, args=(2, rendezvous(tmp_path), cfg, str(out)), nprocs=2, join=True, start_method="spawn")
     got = load_file(str(out))
 
     tok = load_tokenizer(cfg.tokenizer)

@@ -63,7 +63,13 @@ def first_batch(cfg, tokenizer) -> dict:
     return nth_batch(cfg, tokenizer, 0)
 
 
-def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
+def rendezvous(tmp_path: Path) -> str:
+    """A process group's meeting point for the spawned test ranks: a file, so no port can be taken
+    by another process between choosing it and binding it."""
+    return f"file://{tmp_path / 'rendezvous'}"
+
+
+def ddp_worker(rank: int, world: int, init_method: str, cfg, result_path: str) -> None:
     """One rank of the DDP equivalence test: one optimizer step on its rows of the global batch."""
     import torch
     import torch.distributed as dist
@@ -81,7 +87,7 @@ def ddp_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
     # The global batch is built before joining the group: inside it, the loader would give each
     # rank its own shards (split_by_node), and the test wants one batch split by rows.
     batch = split_batch(first_batch(cfg, tok), world)[rank]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, batch["feat"].shape[-1], NUM_CLASSES, len(tok))
@@ -103,7 +109,7 @@ def nth_batch(cfg, tokenizer, n: int) -> dict:
     return next(itertools.islice((b for b in make_loader(cfg, tokenizer, 0) if b["n"]), n, None))
 
 
-def ddp_batches_worker(rank: int, world: int, port: int, cfg, result_path: str) -> None:
+def ddp_batches_worker(rank: int, world: int, init_method: str, cfg, result_path: str) -> None:
     """One rank of the μ-VLA DDP test: one optimizer step on the loader's ``rank``-th batch, DDP built as
     :func:`trainer.train.train` builds it (unused parameters found, since not every part uses every head)."""
     import torch
@@ -120,7 +126,7 @@ def ddp_batches_worker(rank: int, world: int, port: int, cfg, result_path: str) 
     torch.set_num_threads(1)
     tok = load_tokenizer(cfg.tokenizer)
     batch = nth_batch(cfg, tok, rank)  # before joining the group, as in ddp_worker
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, 16, NUM_CLASSES, len(tok))
