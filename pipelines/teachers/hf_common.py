@@ -340,8 +340,8 @@ class HFDetectorTeacher(Teacher):
 
         for w, px in zip(work, decoding):
             w.pixels = px.result()
+            shape = tuple(w.pixels["pixel_values"].shape)
             for p in self.pack(w.texts):
-                shape = tuple(w.pixels["pixel_values"].shape)
                 bucket = buckets.setdefault(shape, [])
                 bucket.append((w, p))
                 if len(bucket) == self.batch_size:

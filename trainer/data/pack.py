@@ -16,6 +16,7 @@ with them: up to ``PREFETCH + 2`` batches per worker in /dev/shm.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -45,16 +46,16 @@ def pack(batch: dict[str, Any]) -> dict[str, Any]:
     tensors = _tensors(batch)
     if not tensors:
         return batch
-    layout, offset, placed = [], 0, {}  # placed: id(tensor) -> offset, so a tensor in two parts is copied once
+    layout, offset, placed = [], 0, {}  # placed: id(tensor) -> (offset, tensor), so a tensor in two parts is stored once
     for path, t in tensors:
         if id(t) not in placed:
-            placed[id(t)] = offset
+            placed[id(t)] = (offset, t)
             offset += -(-t.numel() * t.element_size() // ALIGN) * ALIGN
-        layout.append((path, str(t.dtype).removeprefix("torch."), tuple(t.shape), placed[id(t)]))
+        layout.append((path, str(t.dtype).removeprefix("torch."), tuple(t.shape), placed[id(t)][0]))
     # Allocated in shared memory here, so handing it over copies nothing more.
     buf = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(offset, 1)))
-    for (_, t), (_, dtype, shape, off) in zip(tensors, layout):
-        _view(buf, dtype, shape, off).copy_(t)
+    for off, t in placed.values():
+        _view(buf, str(t.dtype).removeprefix("torch."), tuple(t.shape), off).copy_(t)
     return {**_without_tensors(batch), PACKED: buf, LAYOUT: layout}
 
 
@@ -73,10 +74,7 @@ def unpack(batch: dict[str, Any]) -> dict[str, Any]:
 
 def _view(buf: torch.Tensor, dtype: str, shape: tuple, offset: int) -> torch.Tensor:
     dt = getattr(torch, dtype)
-    n = 1
-    for s in shape:
-        n *= s
-    return buf[offset:offset + n * dt.itemsize].view(dt).view(shape)
+    return buf[offset:offset + math.prod(shape) * dt.itemsize].view(dt).view(shape)
 
 
 class Handover:
