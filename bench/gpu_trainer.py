@@ -7,6 +7,7 @@ is measured and how FLOPs are counted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -251,10 +252,14 @@ def run(tok, smoke: bool = False, corpus: tuple[Path, Path] | None = None, compi
                             res[f"{key}_{extra}"] = round(r[extra], 2)
                     if r.get("first_sync_at"):
                         res[f"{key}_first_sync_at"] = r["first_sync_at"]
-                    print(f"[gpu bench] {key}: {res[f'{key}_samples_per_s']} samples/s ({time.perf_counter() - t0:.0f} s)", flush=True)
+                    # Every figure of the row as it comes: a machine taken back mid-bench keeps them in the log.
+                    row = {k.removeprefix(f"{key}_"): v for k, v in res.items() if k.startswith(f"{key}_")}
+                    print(f"[gpu bench] {key}: {res[f'{key}_samples_per_s']} samples/s ({time.perf_counter() - t0:.0f} s) "
+                          f"{json.dumps(row)}", flush=True)
                 if f"{stream}_end_to_end_b{b}_samples_per_s" in res and f"{stream}_model_only_b{b}_samples_per_s" in res:
-                    res[f"{stream}_b{b}_end_to_end_over_model_only"] = round(
-                        res[f"{stream}_end_to_end_b{b}_samples_per_s"] / res[f"{stream}_model_only_b{b}_samples_per_s"], 3)
+                    ratio = f"{stream}_b{b}_end_to_end_over_model_only"
+                    res[ratio] = round(res[f"{stream}_end_to_end_b{b}_samples_per_s"] / res[f"{stream}_model_only_b{b}_samples_per_s"], 3)
+                    print(f"[gpu bench] {ratio}: {res[ratio]}", flush=True)
         single = TrainConfig(**base)
         res["single_analytic_gflop_per_sample"] = round(analytic_flops(single, shapes["text"], shapes["regions"], 0.15 * shapes["text"], shapes["vocab"]) / 1e9, 2)
     return res

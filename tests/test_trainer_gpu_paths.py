@@ -270,6 +270,30 @@ def test_compile_flag_wraps_the_model(corpus, tmp_path):
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
 
 
+def _failing_backend(gm, example_inputs):
+    raise AssertionError("a compiler bug (stand-in for torch 2.11's tiling_utils assertion on an H100)")
+
+
+def test_compile_auto_falls_back_to_eager_when_a_graph_fails_to_compile(corpus, tmp_path, monkeypatch, caplog):
+    """--compile auto (the CUDA default) is a speed-up: a graph torch cannot compile must not end the
+    run. The failed step is redone eagerly, so the losses are an eager run's; --compile on still fails."""
+    import torch._dynamo
+
+    root, regions, labels = corpus
+    torch._dynamo.reset()
+    torch._dynamo.register_backend(_failing_backend, name="ssga_test_failing")
+    monkeypatch.setattr(train_mod, "compile_enabled", lambda cfg, device: cfg.compile != "off")  # "auto" as on CUDA
+    plain = train(tiny_config(regions, labels, tmp_path / "eager", steps=3, compile="off"))
+    with caplog.at_level("WARNING", logger="trainer"):
+        fell_back = train(tiny_config(regions, labels, tmp_path / "auto", steps=3, compile="auto", compile_backend="ssga_test_failing"))
+    assert [r["loss"] for r in fell_back] == [r["loss"] for r in plain]
+    assert "torch.compile failed at step 0" in caplog.text and "--compile off" in caplog.text
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="a compiler bug"):
+        train(tiny_config(regions, labels, tmp_path / "on", steps=3, compile="on", compile_backend="ssga_test_failing"))
+    torch._dynamo.reset()
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager_and_compiles_once_for_every_shape(tmp_path):
     """Batches differ in text length, masked positions, pairs and phrase width (and in size at an

@@ -126,10 +126,23 @@ def compile_model(model: torch.nn.Module, cfg: TrainConfig, dynamic: bool = True
     (``dynamic=False``: torch's default specialisation, for a bench on one fixed batch.)"""
     if not dynamic:
         return torch.compile(model, backend=cfg.compile_backend)
+    import torch._inductor.config as inductor_config
     import torch.fx.experimental._config as fx_config
 
     fx_config.use_duck_shape = False
+    # Inductor's coalescing analysis picks tilings for static shapes only (its own note), yet in torch 2.11
+    # it still runs on symbolic sizes and fails an assertion on this model's graph on CUDA (tiling_utils'
+    # get_pw_red_splits; seen on an H100, first step). Off, the tiling is the default one.
+    inductor_config.triton.coalesce_tiling_analysis = False
     return torch.compile(model, backend=cfg.compile_backend, dynamic=True)
+
+
+def compile_failed(e: BaseException) -> bool:
+    """Whether ``e`` is torch.compile failing to build a graph (an Inductor bug, a missing compiler),
+    which eager mode does not share, rather than the model's own error."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    return isinstance(e, BackendCompilerFailed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +183,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     # μ-VLA's early stages leave heads unused (ITM, grounding, region-to-token): DDP must not wait for them.
     ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=cfg.method == "mu_vla") if world > 1 else model
+    eager_model = ddp_model
     if compile_enabled(cfg, device):
         ddp_model = compile_model(ddp_model, cfg)
 
@@ -211,7 +225,19 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 extra["objectives"] = [s for s in STAGES if s in active]
                 if step == 0 or active != curriculum.active(step - 1):
                     extra["curriculum_switch"] = [s for s in extra["objectives"] if step == 0 or s not in curriculum.active(step - 1)]
-            row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas, active)
+            try:
+                row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas, active)
+            except Exception as e:
+                # --compile auto is a speed-up, not a requirement: a graph torch cannot compile (at the
+                # first step or at a later new shape) runs eager from then on. The failed step is redone
+                # from zero gradients with the same seed, so the losses are those of an eager run.
+                if cfg.compile != "auto" or ddp_model is eager_model or not compile_failed(e):
+                    raise
+                log.warning("torch.compile failed at step %d (%s); continuing without it. "
+                            "--compile off skips it, --compile on makes this an error", step, str(e).strip().splitlines()[0][:300])
+                optimizer.zero_grad(set_to_none=True)
+                ddp_model = eager_model
+                row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas, active)
             losses.add(step + 1, row, extra)
             step += 1
             ckpt_due = step % cfg.ckpt_every == 0 or step == end
