@@ -15,6 +15,7 @@ Run with ``python -m bench.run teachers`` or ``python -m bench.bench_teachers [-
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -190,6 +191,8 @@ def measure(name: str, model_dir: Path, xs: list, batch_sizes: tuple[int, ...], 
 
             n, where = sync_warnings(lambda: predict_as_the_stage_does(t, xs))
             rows[f"batch_{b}"].update(host_syncs_per_image=round(n / images, 2), first_sync_at=where)
+        # Each row as it comes: a machine taken back mid-bench keeps the rows already measured in the log.
+        print(f"[teacher bench] {name} batch {b}: {json.dumps(rows[f'batch_{b}'])}", flush=True)
         del t
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -208,7 +211,8 @@ def run(smoke: bool, num_images: int | None = None) -> dict[str, Any]:
         for name in ("grounding_dino", "owlv2"):
             if cuda:
                 model_dir = save_real_size(name, d / name)
-                result[name] = measure(name, model_dir, xs, (1, 8, 32), "cuda", "fp16", repeats=2)
+                # The stage's batch sizes first; batch 1 (the slowest, a reference point) last.
+                result[name] = measure(name, model_dir, xs, (8, 32, 1), "cuda", "fp16", repeats=2)
             else:
                 model_dir = _tiny_builders()[name](d / name)
                 result[name] = measure(name, model_dir, xs, (1, 8), "cpu", "fp32", repeats=1)
@@ -231,6 +235,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
-
     print(json.dumps(main(sys.argv[1:]), indent=2))

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--with-compile", action="store_true", help="also bench with torch.compile (adds minutes: one compile per stream and mode)")
     ap.add_argument("--compile-only", action="store_true",
-                    help="reuse the corpus in --out, skip the runs, bench with torch.compile only (a second call on a GPU machine)")
+                    help="skip the runs, bench with torch.compile only (the CUDA default)")
+    ap.add_argument("--bench-only", action="store_true", help="skip the runs: the bench (eager; with --with-compile also compiled)")
     ap.add_argument("--json", default="", help="also write the bench figures to this file")
     ap.add_argument("--profile", action="store_true", help="also print a profiler table of BERT-base model-only steps (CUDA)")
     ap.add_argument("--tokenizer", default="minilm",
@@ -193,10 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "resumed", ignore_errors=True)
         size = dict(num_images=40, num_shards=4, num_regions=6, feat_dim=16) if args.smoke else \
             dict(num_images=13_500, num_shards=32, num_regions=36, feat_dim=2048)
-        if args.compile_only and (work / "corpus" / "labels").is_dir():
-            regions, labels = work / "corpus" / "regions", work / "corpus" / "labels"  # written by the first call
+        # A corpus an earlier call wrote to the end (its marker says so, with the size) is reused: on a
+        # lent GPU machine the write costs 40 s of each call.
+        done = work / "corpus" / "COMPLETE"
+        if done.is_file() and done.read_text() == json.dumps(size):
+            regions, labels = work / "corpus" / "regions", work / "corpus" / "labels"
         else:
+            shutil.rmtree(work / "corpus", ignore_errors=True)
             regions, labels = write_corpus(work / "corpus", **size, no_caption_every=0)
+            done.write_text(json.dumps(size))
         from bench.gpu_trainer import count_examples
 
         examples = count_examples(labels)
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in model.items():
             train_args += [f"--{k.replace('_', '-')}", str(v)]
 
-        if not args.compile_only:
+        if not (args.compile_only or args.bench_only):
             check_resume(args, train_args, work, model, rtol, t0)
 
         if not args.skip_bench:

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one call of a lent machine (one H100/H200, about 8 minutes):
-#   1. trainer: corpus >= 20,000 examples, torchrun run / SIGKILL / resume / compare, bench figures,
-#      profiler tables (scripts/gpu_check.py --profile);
-#   2. teachers: CUDA vs CPU boxes, fp16, the shared-model stage, real-size throughput and GPU-busy share
-#      (scripts/gpu_check_teachers.py);
-#   3. the trainer bench again with torch.compile, in whatever time is left (reuses part 1's corpus).
+# Every GPU check of the project on a lent machine (one H100/H200), in parts:
+#   bench     the trainer bench with torch.compile (the CUDA default): single and dual stream BERT-base,
+#             model only and end to end, batch 256 and 512, on a corpus of >= 20,000 examples
+#             (scripts/gpu_check.py --compile-only; one compile per stream, ~2 min each on an H100);
+#   teachers  CUDA vs CPU boxes, fp16, the shared-model stage, real-size throughput and GPU-busy share
+#             (scripts/gpu_check_teachers.py);
+#   resume    torchrun run / SIGKILL / resume / compare, compiled as `make pretrain` runs on CUDA
+#             (scripts/gpu_check.py --skip-bench);
+#   eager     the trainer bench without compile, and profiler tables (not run unless named).
 # Each part has its own time limit inside one overall deadline, so a part that fails or hangs does not
-# take the others' figures with it. Logs and JSON go to $OUT (default ./gpu-out).
+# take the others' figures with it; every bench row is printed as soon as it is measured. Logs and
+# JSON go to $OUT (default ./gpu-out). The corpus and Inductor's caches stay in /tmp between calls on
+# a warm machine. A 15-minute device budget fits two calls on one machine:
 #
-#   bash scripts/gpu_session.sh [deadline_seconds=480]
-#   SMOKE=1 bash scripts/gpu_session.sh            # toy sizes on a CPU: checks this script, measures nothing
-#   PARTS="compile teachers" bash scripts/gpu_session.sh   # only those parts, in the order of this file
+#   bash scripts/gpu_session.sh 540                  # bench, then teachers (about 8 minutes)
+#   PARTS=resume bash scripts/gpu_session.sh 240     # right after, on the still-warm machine
+#   SMOKE=1 bash scripts/gpu_session.sh              # toy sizes on a CPU: checks this script, measures nothing
 #
 # A machine without the project's packages (the lent ones): run scripts/gpu_prepare.sh here first; it
 # fills .whl/ (wheels) and .gpu/tokenizer/ (vocabulary), which this script uses when present.
 set -u
-deadline=$(( $(date +%s) + ${1:-480} ))
+deadline=$(( $(date +%s) + ${1:-540} ))
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # The project's .venv where there is one (a GPU node set up with make install), else the machine's
 # python3, with the wheels of .whl/ installed beside it.
@@ -46,7 +51,7 @@ part() {
   echo "=== $name: start $(date +%T), limit ${limit}s"
   timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
   echo "=== $name: exit $? at $(date +%T)"
-  grep -E "gpu_check|gpu bench|resume|FAILED|Error|error" "$OUT/$name.log" | grep -v "INFO trainer: step" | tail -n 40
+  grep -E "gpu_check|gpu bench|teacher bench|resume|FAILED|Error|error" "$OUT/$name.log" | grep -v "INFO trainer: step" | tail -n 40
 }
 
 {
@@ -56,8 +61,10 @@ part() {
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-parts=" ${PARTS:-trainer teachers compile} "  # PARTS="compile teachers": what a later session still needs
-[[ $parts == *" trainer "* ]] && part trainer 270 "$PY" scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --json "$OUT/trainer_bench.json" --profile "${smoke[@]}"
+parts=" ${PARTS:-bench teachers resume} "  # PARTS="resume": what a later call still needs
+check=("$PY" scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok")
+[[ $parts == *" bench "* ]] && part bench 330 "${check[@]}" --compile-only --json "$OUT/trainer_bench_compiled.json" "${smoke[@]}"
 [[ $parts == *" teachers "* ]] && part teachers 170 "$PY" scripts/gpu_check_teachers.py --images 32 "${smoke[@]}"
-[[ $parts == *" compile "* ]] && part compile 600 "$PY" scripts/gpu_check.py --out /tmp/gpu_check --tokenizer "$tok" --compile-only --json "$OUT/trainer_bench_compiled.json" "${smoke[@]}"
+[[ $parts == *" resume "* ]] && part resume 240 "${check[@]}" --skip-bench "${smoke[@]}"
+[[ $parts == *" eager "* ]] && part eager 300 "${check[@]}" --bench-only --json "$OUT/trainer_bench_eager.json" --profile "${smoke[@]}"
 echo "=== done $(date +%T), $(( deadline - $(date +%s) ))s before the deadline"

@@ -1,6 +1,7 @@
 """The GPU benches' own arithmetic and scripts, on CPU: what CI can check of code that measures GPUs."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -104,29 +105,36 @@ def test_gpu_session_smoke_runs_its_parts_and_keeps_their_logs(tmp_path):
     env = {**os.environ, "SMOKE": "1", "PARTS": "teachers", "OUT": str(tmp_path), "PYTHON": sys.executable}
     p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_session.sh"), "200"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "=== teachers: exit 0" in p.stdout and "trainer:" not in p.stdout
+    assert "=== teachers: exit 0" in p.stdout and "=== bench" not in p.stdout and "=== resume" not in p.stdout
     assert json.loads((tmp_path / "gpu_check_teachers.json").read_text())["ok"]
     assert (tmp_path / "teachers.log").exists() and (tmp_path / "env.txt").exists()
 
 
 def test_host_sync_count_counts_the_sync_warnings_of_each_step(monkeypatch):
     """On a GPU the bench counts synchronising CUDA calls per train_step from
-    torch.cuda.set_sync_debug_mode's warnings; here the warnings are simulated (CI has no GPU)."""
+    torch.cuda.set_sync_debug_mode's warnings; here the warnings are simulated (CI has no GPU). A
+    warning raised inside torch is traced back to the project line that called into torch."""
     import warnings
 
     import bench.gpu_trainer as gt
 
     modes = []
     monkeypatch.setattr(gt.torch.cuda, "set_sync_debug_mode", modes.append)
+    inside_torch: dict = {"warnings": warnings}  # a function whose code lives in torch's file
+    exec(compile("def synchronize():\n    warnings.warn('called a synchronizing CUDA operation')\n",
+                 "/site-packages/torch/cuda/__init__.py", "exec"), inside_torch)
 
     def step(*args, **kwargs):
         warnings.warn("called a synchronizing CUDA operation")
-        warnings.warn("called a synchronizing CUDA operation")
+        inside_torch["synchronize"]()
         warnings.warn("something else")
 
     monkeypatch.setattr(gt, "train_step", step)
     per_step, where = gt.host_syncs_per_step(None, None, {}, None, torch.device("cuda"), steps=3)
-    assert per_step == 2.0 and where.endswith(".py:" + where.rsplit(":", 1)[1]) and "test_gpu_bench_tools.py" in where
+    line = step.__code__.co_firstlineno + 1
+    assert per_step == 2.0
+    assert where == (f"tests/test_gpu_bench_tools.py:{line} (x3); "
+                     f"/site-packages/torch/cuda/__init__.py:2 from tests/test_gpu_bench_tools.py:{line + 1} (x3)")
     assert modes == ["warn", "default"]  # restored after
 
 
@@ -146,3 +154,27 @@ def test_the_handover_benches_run_both_hand_overs(tmp_path):
     for measure in (handover_ms_per_batch, main_thread_ms_lost_per_batch):
         packed, per_tensor = packed_against_per_tensor(measure, cfg, tok, rounds=1)
         assert math.isfinite(packed) and math.isfinite(per_tensor) and packed < 1000 and per_tensor < 1000
+
+
+def _gpu_check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_reuses_a_corpus_written_to_the_end_and_rewrites_any_other(tmp_path, capsys):
+    """On a lent GPU machine each session call would otherwise spend 40 s rewriting the same corpus."""
+    gpu_check = _gpu_check_module()
+    args = ["--smoke", "--compile-only", "--skip-bench", "--out", str(tmp_path)]
+    assert gpu_check.main(args) == 0
+    marker = tmp_path / "corpus" / "COMPLETE"
+    shard = sorted((tmp_path / "corpus" / "labels").iterdir())[0]
+    os.utime(shard, ns=(1, 1))  # a stamp no write of today's can leave
+    assert gpu_check.main(args) == 0
+    assert shard.stat().st_mtime_ns == 1  # reused
+    marker.unlink()  # a write that was cut off (the part's time limit) leaves no marker
+    assert gpu_check.main(args) == 0
+    assert marker.is_file() and shard.stat().st_mtime_ns != 1  # written again

@@ -92,7 +92,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     cpu_threads: int = 0  # torch threads per process on CPU; 0: cores / processes - loader workers
     bf16: bool = True  # autocast on GPU (ignored on CPU)
-    compile: str = "auto"  # torch.compile the model: "off" | "on" | "auto" (on CUDA only: 1.23x model-only on an H200)
+    compile: str = "auto"  # torch.compile the model: "off" | "on" | "auto" (CUDA only, eager again if torch cannot compile a graph; 1.23x model-only on an H200)
     compile_backend: str = "inductor"  # torch.compile backend ("eager"/"aot_eager" to debug)
     # ---- logging and checkpoints
     log_every: int = 10
