@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for torchrun")
     ap.add_argument("--rtol", type=float, default=None, help="relative loss tolerance (default: 1e-6 on CPU, 2e-2 on CUDA)")
     ap.add_argument("--skip-bench", action="store_true")
-    ap.add_argument("--with-compile", action="store_true", help="also bench with torch.compile (adds minutes: one compile per stream and mode)")
+    ap.add_argument("--with-compile", action="store_true", help="also bench with torch.compile (adds minutes: one compile per stream)")
     ap.add_argument("--compile-only", action="store_true",
                     help="skip the runs, bench with torch.compile only (the CUDA default)")
     ap.add_argument("--bench-only", action="store_true", help="skip the runs: the bench (eager; with --with-compile also compiled)")

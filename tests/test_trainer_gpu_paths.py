@@ -287,11 +287,18 @@ def test_compile_auto_falls_back_to_eager_when_a_graph_fails_to_compile(corpus, 
     with caplog.at_level("WARNING", logger="trainer"):
         fell_back = train(tiny_config(regions, labels, tmp_path / "auto", steps=3, compile="auto", compile_backend="ssga_test_failing"))
     assert [r["loss"] for r in fell_back] == [r["loss"] for r in plain]
-    assert "torch.compile failed at step 0" in caplog.text and "--compile off" in caplog.text
+    assert "torch.compile failed at step 0" in caplog.text and "a compiler bug" in caplog.text and "--compile off" in caplog.text
     torch._dynamo.reset()
-    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="a compiler bug"):
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="a compiler bug") as raised:
         train(tiny_config(regions, labels, tmp_path / "on", steps=3, compile="on", compile_backend="ssga_test_failing"))
     torch._dynamo.reset()
+    # Several ranks never redo a step alone (its collectives would meet the others' out of order), and
+    # an error of the model's own is no compiler's.
+    failed = raised.value
+    assert train_mod.eager_fallback(TrainConfig(compile="auto"), failed, world=1)
+    assert not train_mod.eager_fallback(TrainConfig(compile="auto"), failed, world=2)
+    assert not train_mod.eager_fallback(TrainConfig(compile="on"), failed, world=1)
+    assert not train_mod.eager_fallback(TrainConfig(compile="auto"), RuntimeError("CUDA out of memory"), world=1)
 
 
 @pytest.mark.slow

@@ -137,12 +137,20 @@ def compile_model(model: torch.nn.Module, cfg: TrainConfig, dynamic: bool = True
     return torch.compile(model, backend=cfg.compile_backend, dynamic=True)
 
 
-def compile_failed(e: BaseException) -> bool:
+def compile_failure(e: BaseException) -> bool:
     """Whether ``e`` is torch.compile failing to build a graph (an Inductor bug, a missing compiler),
-    which eager mode does not share, rather than the model's own error."""
+    not the model's own error."""
     from torch._dynamo.exc import BackendCompilerFailed
 
     return isinstance(e, BackendCompilerFailed)
+
+
+def eager_fallback(cfg: TrainConfig, e: BaseException, world: int) -> bool:
+    """Whether a step that raised ``e`` may go on eagerly: a compile failure under ``--compile auto``
+    (a speed-up, not a requirement) in one process. Not with several ranks: the others may have
+    compiled and gone on to the gradient all-reduce, which a redone step's collectives would meet
+    out of order."""
+    return cfg.compile == "auto" and world == 1 and compile_failure(e)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,13 +236,18 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
             try:
                 row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas, active)
             except Exception as e:
-                # --compile auto is a speed-up, not a requirement: a graph torch cannot compile (at the
-                # first step or at a later new shape) runs eager from then on. The failed step is redone
-                # from zero gradients with the same seed, so the losses are those of an eager run.
-                if cfg.compile != "auto" or ddp_model is eager_model or not compile_failed(e):
+                # A graph torch cannot compile (at the first step or at a later new shape) runs eager
+                # from then on. The failed step is redone from zero gradients with the same seed, so
+                # the losses are those of an eager run.
+                if ddp_model is eager_model:
+                    raise
+                why = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])  # "backend='inductor' raised: AssertionError: …"
+                if not eager_fallback(cfg, e, world):
+                    if compile_failure(e):
+                        log.error("torch.compile failed at step %d on rank %d (%s); rerun with --compile off", step, rank, why[:300])
                     raise
                 log.warning("torch.compile failed at step %d (%s); continuing without it. "
-                            "--compile off skips it, --compile on makes this an error", step, str(e).strip().splitlines()[0][:300])
+                            "--compile off skips it, --compile on makes this an error", step, why[:300])
                 optimizer.zero_grad(set_to_none=True)
                 ddp_model = eager_model
                 row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas, active)
