@@ -134,8 +134,8 @@ def sync_warnings(run) -> tuple[int, str]:
 
 
 def host_syncs_per_step(net, opt, batch: dict, cfg: TrainConfig, device: torch.device, steps: int = 6) -> tuple[float, str]:
-    """Synchronising CUDA calls per ``train_step``, and where the first one came from. 0 means the host
-    never waits for the GPU inside a step and can run ahead."""
+    """Synchronising CUDA calls per ``train_step``, and where they came from (:func:`sync_warnings`).
+    0 means the host never waits for the GPU inside a step and can run ahead."""
     n, where = sync_warnings(lambda: [train_step(net, opt, [batch], cfg, i, device) for i in range(steps)])
     return n / steps, where
 

@@ -13,7 +13,7 @@
 # JSON go to $OUT (default ./gpu-out). The corpus and Inductor's caches stay in /tmp between calls on
 # a warm machine. A 15-minute device budget fits two calls on one machine:
 #
-#   bash scripts/gpu_session.sh 540                  # bench, then teachers (about 8 minutes)
+#   bash scripts/gpu_session.sh 540                  # bench, then teachers (about 9 minutes)
 #   PARTS=resume bash scripts/gpu_session.sh 240     # right after, on the still-warm machine
 #   SMOKE=1 bash scripts/gpu_session.sh              # toy sizes on a CPU: checks this script, measures nothing
 #
