@@ -212,7 +212,7 @@ def run(smoke: bool, num_images: int | None = None) -> dict[str, Any]:
             if cuda:
                 model_dir = save_real_size(name, d / name)
                 # The stage's batch sizes first; batch 1 (the slowest, a reference point) last.
-                result[name] = measure(name, model_dir, xs, (8, 32, 1), "cuda", "fp16", repeats=2)
+                result[name] = measure(name, model_dir, xs, (8, 32, 1), "cuda", "fp16", repeats=1)
             else:
                 model_dir = _tiny_builders()[name](d / name)
                 result[name] = measure(name, model_dir, xs, (1, 8), "cpu", "fp32", repeats=1)

@@ -190,7 +190,9 @@ def synthetic_batch(b: int, t: int, r: int, d: int, c: int, k: int, vocab: int, 
         "input_ids": torch.randint(1000, vocab, (b, t), generator=g),
         "text_mask": torch.ones(b, t, dtype=torch.bool),
         "mlm_labels": mlm,
-        "feat": torch.randn(b, r, d, generator=g),
+        # float16, as the loader delivers features: a float32 batch would be another graph for torch.compile
+        # (a dtype guard), so the model-only rows would compile again at the first end-to-end batch.
+        "feat": torch.randn(b, r, d, generator=g).half(),
         "boxes": torch.rand(b, r, 4, generator=g).sort(-1).values,  # x1 <= y1 <= x2 <= y2: valid, if odd, boxes
         "region_mask": torch.ones(b, r, dtype=torch.bool),
         "region_masked": torch.rand(b, r, generator=g) < 0.15,

@@ -172,11 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile-only", action="store_true",
                     help="skip the runs, bench with torch.compile only (the CUDA default)")
     ap.add_argument("--bench-only", action="store_true", help="skip the runs: the bench (eager; with --with-compile also compiled)")
+    ap.add_argument("--streams", default="single,dual", help="the bench's models: single, dual or both (comma-separated)")
     ap.add_argument("--json", default="", help="also write the bench figures to this file")
     ap.add_argument("--profile", action="store_true", help="also print a profiler table of BERT-base model-only steps (CUDA)")
     ap.add_argument("--tokenizer", default="minilm",
                     help="'minilm' (the packaged vocabulary) or a local directory with vocab.txt (a machine without the package)")
     args = ap.parse_args(argv)
+    if not set(args.streams.split(",")) <= {"single", "dual"}:
+        ap.error(f"--streams {args.streams!r}: give single, dual or single,dual")
 
     import torch
 
@@ -226,10 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.data.text import load_tokenizer
 
             tok = load_tokenizer(args.tokenizer)
-            figures = {} if args.compile_only else run(tok, smoke=args.smoke, corpus=(regions, labels))
+            streams = tuple(args.streams.split(","))
+            figures = {} if args.compile_only else run(tok, smoke=args.smoke, corpus=(regions, labels), streams=streams)
             if args.with_compile or args.compile_only:
                 write_figures(args, figures)  # a compile that outlives the machine must not take these with it
-                compiled = run(tok, smoke=args.smoke, corpus=(regions, labels), compile="on")
+                compiled = run(tok, smoke=args.smoke, corpus=(regions, labels), compile="on", streams=streams)
                 figures.update({f"compiled_{k}": v for k, v in compiled.items() if "samples_per_s" in k or k.endswith("_error")})
             write_figures(args, figures)
         if args.profile and cuda:

@@ -105,7 +105,7 @@ def test_gpu_session_smoke_runs_its_parts_and_keeps_their_logs(tmp_path):
     env = {**os.environ, "SMOKE": "1", "PARTS": "teachers", "OUT": str(tmp_path), "PYTHON": sys.executable}
     p = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_session.sh"), "200"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "=== teachers: exit 0" in p.stdout and "=== bench" not in p.stdout and "=== resume" not in p.stdout
+    assert "=== teachers: exit 0" in p.stdout and "=== single" not in p.stdout and "=== resume" not in p.stdout
     assert json.loads((tmp_path / "gpu_check_teachers.json").read_text())["ok"]
     assert (tmp_path / "teachers.log").exists() and (tmp_path / "env.txt").exists()
 
@@ -178,3 +178,9 @@ def test_gpu_check_reuses_a_corpus_written_to_the_end_and_rewrites_any_other(tmp
     marker.unlink()  # a write that was cut off (the part's time limit) leaves no marker
     assert gpu_check.main(args) == 0
     assert marker.is_file() and shard.stat().st_mtime_ns != 1  # written again
+
+
+def test_gpu_check_refuses_an_unknown_stream_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _gpu_check_module().main(["--smoke", "--streams", "single,tripple", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "--streams 'single,tripple': give single, dual or single,dual" in capsys.readouterr().err

@@ -321,6 +321,34 @@ def test_compiled_training_matches_eager_and_compiles_once_for_every_shape(tmp_p
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("stream", ["single", "dual"])
+def test_compiled_model_builds_its_graphs_once_across_text_lengths_and_batch_sizes(stream):
+    """Batches are padded to their longest caption, so the text length changes from batch to batch.
+    The single-stream encoder picked the [IMG] token with ``h[:, n]``, which made torch.compile
+    specialise on the first text length: 7 graphs for 5 lengths here instead of 3 (and, past the
+    recompile limit, a silent fall back to eager)."""
+    from torch._dynamo.utils import counters
+
+    from bench.bench_trainer import synthetic_batch
+    from bench.gpu_trainer import BERT_BASE, DUAL, SMOKE
+
+    cfg = TrainConfig(**{**BERT_BASE, **SMOKE, **(DUAL if stream == "dual" else {}), "v_hidden_size": 32,
+                         "compile_backend": "eager", "dropout": 0.0})
+    torch.manual_seed(0)
+    model = build_model(cfg, 16, NUM_CLASSES, 30522)
+    torch._dynamo.reset()
+    counters.clear()
+    net = train_mod.compile_model(model, cfg)
+    for t in (12, 8, 10, 16, 9):
+        for b in (4, 6):
+            batch = synthetic_batch(b, t, 6, 16, NUM_CLASSES, 3, 30522, CPU)
+            out, ref = net(batch), model(batch)
+            assert all(torch.allclose(out[k], ref[k], atol=1e-5) for k in ref if torch.is_tensor(ref[k]))
+    # The model's forward, and the grounding head on either side of its LSTM (which dynamo runs eagerly).
+    assert counters["stats"]["unique_graphs"] <= 3
+    torch._dynamo.reset()
+
+
 def test_stats_row_names_every_term(corpus, tok):
     root, regions, labels = corpus
     cfg = tiny_config(regions, labels, root / "s")

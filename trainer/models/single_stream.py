@@ -45,4 +45,6 @@ class SingleStreamEncoder(nn.Module):
         mask = torch.cat([text_mask, img_mask, region_mask], dim=1)  # [B, T+1+R]
         h = self.bert.encoder(x, attention_mask=mask[:, None, None, :]).last_hidden_state
         n = input_ids.shape[1]
-        return EncoderOutput(text=h[:, :n], image=h[:, n], regions=h[:, n + 1 :])
+        # A slice, not h[:, n]: torch.compile specialises an integer index to the text length it first
+        # sees, which would recompile the model for every new padded length.
+        return EncoderOutput(text=h[:, :n], image=h[:, n : n + 1].squeeze(1), regions=h[:, n + 1 :])
