@@ -326,7 +326,7 @@ def test_compiled_model_builds_its_graphs_once_across_text_lengths_and_batch_siz
     """Batches are padded to their longest caption, so the text length changes from batch to batch.
     The single-stream encoder picked the [IMG] token with ``h[:, n]``, which made torch.compile
     specialise on the first text length: 7 graphs for 5 lengths here instead of 3 (and, past the
-    recompile limit, a silent fall back to eager)."""
+    recompile limit, eager mode after one log line)."""
     from torch._dynamo.utils import counters
 
     from bench.bench_trainer import synthetic_batch

@@ -153,6 +153,18 @@ def eager_fallback(cfg: TrainConfig, e: BaseException, world: int) -> bool:
     return cfg.compile == "auto" and world == 1 and compile_failure(e)
 
 
+def stop_compiling(e: BaseException, cfg: TrainConfig, step: int, rank: int, world: int) -> None:
+    """After a compiled step raised ``e``: log the switch to eager when :func:`eager_fallback` allows
+    it, else re-raise ``e`` (with one line naming ``--compile off`` when torch.compile failed)."""
+    why = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])[:300]  # "backend='inductor' raised: AssertionError: …"
+    if not eager_fallback(cfg, e, world):
+        if compile_failure(e):
+            log.error("torch.compile failed at step %d on rank %d (%s); rerun with --compile off", step, rank, why)
+        raise e
+    log.warning("torch.compile failed at step %d (%s); continuing without it. "
+                "--compile off skips it, --compile on makes this an error", step, why)
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -241,13 +253,7 @@ def train(cfg: TrainConfig) -> list[dict[str, Any]]:
                 # the losses are those of an eager run.
                 if ddp_model is eager_model:
                     raise
-                why = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])  # "backend='inductor' raised: AssertionError: …"
-                if not eager_fallback(cfg, e, world):
-                    if compile_failure(e):
-                        log.error("torch.compile failed at step %d on rank %d (%s); rerun with --compile off", step, rank, why[:300])
-                    raise
-                log.warning("torch.compile failed at step %d (%s); continuing without it. "
-                            "--compile off skips it, --compile on makes this an error", step, why[:300])
+                stop_compiling(e, cfg, step, rank, world)
                 optimizer.zero_grad(set_to_none=True)
                 ddp_model = eager_model
                 row = train_step(ddp_model, optimizer, micro, cfg, step, device, lambdas, active)
