@@ -1,4 +1,5 @@
-"""GPU check of pre-training (3 min 18 s on one H200): checkpoint, kill, resume, bench.
+"""GPU check of pre-training: checkpoint, kill, resume, bench (3 min 18 s on one H200 with eager runs;
+the runs now compile, as ``make pretrain`` does on CUDA, which adds a build to each of the three launches).
 
     python scripts/gpu_check.py [--out DIR] [--nproc 1] [--with-compile] [--profile]   # on a GPU node
     python scripts/gpu_check.py --smoke                                                # tiny, on CPU: proves the script

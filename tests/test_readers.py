@@ -271,3 +271,18 @@ def test_float16_features_are_checked_by_their_bits(value, bad):
     assert bad is (not np.isfinite(rec.features).all())
     rec.features = rec.features[:, ::-1]  # a strided view
     assert (region_problem(rec) == "features contain NaN or Inf") is bad
+
+
+@pytest.mark.parametrize("value, bad", [(np.nan, True), (np.inf, True), (-np.inf, True), (-1e-3, True), (-6e-8, True),
+                                        (-0.0, False), (0.0, False), (6e-8, False), (1.0, False), (65504.0, False)])
+def test_float16_class_distributions_are_checked_by_their_bits(value, bad):
+    """Shards hold cls_prob as float16 too; its bit test (NaN, Inf, or a negative value, -0.0 allowed) must
+    agree with the float32 check it replaces, in any position and for a strided view."""
+    rec = make_record()
+    rec.cls_prob = np.full((rec.boxes.shape[0], 7), 0.125, np.float16)
+    rec.cls_prob[-1, -1] = value
+    as_float32 = bool(not np.isfinite(rec.cls_prob.astype(np.float32)).all() or (rec.cls_prob.astype(np.float32) < 0).any())
+    assert as_float32 is bad
+    assert (region_problem(rec) == "cls_prob contains negative, NaN or Inf values") is bad
+    rec.cls_prob = rec.cls_prob[:, ::-1]
+    assert (region_problem(rec) == "cls_prob contains negative, NaN or Inf values") is bad

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
+
+# tokenizer -> {max_len: its Rust backend set to truncate at max_len} (see _backend)
+_BACKENDS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 
 
 def local_bert_dir(name: str) -> str:
@@ -36,11 +40,32 @@ def tokenize_with_spans(
     phrase that starts or ends inside a word keeps the whole word piece. A phrase whose tokens were
     all truncated away maps to ``None``.
     """
-    enc = tokenizer(text, truncation=True, max_length=max_len, return_offsets_mapping=True)
-    ids = np.asarray(enc["input_ids"], dtype=np.int64)
-    offsets = enc["offset_mapping"]
+    backend = _backend(tokenizer, max_len)
+    if backend is not None:
+        enc = backend.encode(text)
+        ids, offsets = np.asarray(enc.ids, dtype=np.int64), enc.offsets
+    else:  # a slow (pure Python) tokenizer
+        enc = tokenizer(text, truncation=True, max_length=max_len, return_offsets_mapping=True)
+        ids, offsets = np.asarray(enc["input_ids"], dtype=np.int64), enc["offset_mapping"]
     out: list[tuple[int, int] | None] = []
     for start, end in spans:
         toks = [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
         out.append((toks[0], toks[-1] + 1) if toks else None)
     return ids, out
+
+
+def _backend(tokenizer, max_len: int):
+    """A fast tokenizer's Rust backend, copied and set to truncate at ``max_len``: exactly what
+    ``tokenizer(text, truncation=True, max_length=max_len)`` runs, without the Python around it (two
+    thirds of the call, a tenth of a loader worker's time). ``None`` for a slow tokenizer."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    per_len = _BACKENDS.setdefault(tokenizer, {})
+    if max_len not in per_len:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: the caller's keeps its settings
+        backend.enable_truncation(max_len, strategy="longest_first", direction=tokenizer.truncation_side)
+        backend.no_padding()
+        per_len[max_len] = backend
+    return per_len[max_len]

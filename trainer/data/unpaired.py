@@ -119,7 +119,7 @@ def to_images(src: Iterable[dict], max_regions: int) -> Iterator[dict]:
             "image_id": region.image_id,
             "feat": region.features[:n],
             "boxes": np.clip(region.boxes[:n] / wh, 0.0, 1.0),
-            "cls": region.cls_prob[:n].astype(np.float32),
+            "cls": region.cls_prob[:n],  # float16 as stored: collate converts the masked rows
             "tags": r.tags,
             "region_tag": r.region_tag[:n].astype(np.int64),
             "tag_emb": r.tag_emb.astype(np.float32),
