@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from trainer.models import build_model
 from trainer.toydata import NUM_CLASSES, write_corpus
 from trainer.data.stream import BatchStream
 from trainer.runtime.device import to_device
+from trainer.runtime.distributed import loader_workers
 from trainer.runtime.loss_log import STATS
 from trainer.runtime.optim import make_optimizer
 from trainer.train import compile_enabled, compile_model, train_step
@@ -231,9 +231,10 @@ def run(tok, smoke: bool = False, corpus: tuple[Path, Path] | None = None, compi
     shapes = ({"text": 12, "regions": 6, "feat": 16, "classes": NUM_CLASSES, "vocab": len(tok)} if smoke
               else {"text": 36, "regions": 36, "feat": 2048, "classes": NUM_CLASSES, "vocab": len(tok)})
     batches, steps = ((4, 8), 2) if smoke else ((256, 512), 20)
-    workers = 1 if smoke else max(1, min(14, (os.cpu_count() or 2) - 2))
+    # As many loader workers as a user's run gets by default (--num-workers auto): the end-to-end rows are what they see.
+    workers = 1 if smoke else loader_workers(TrainConfig(), device)
     res: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)", "torch": torch.__version__,
-                 "compile": compile, "targets": TARGETS}
+                 "compile": compile, "targets": TARGETS, "loader_workers": workers}
     if device.type == "cuda":
         res["matmul_bf16_tflops"] = round(matmul_tflops(device), 1)
         name = torch.cuda.get_device_name()

@@ -434,3 +434,26 @@ def test_a_checkpoint_with_several_ties_is_byte_identical_each_time(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     files = [(save_checkpoint(tmp_path / f"r{i}", 1, model, opt, {}) / "model.safetensors").read_bytes() for i in range(6)]
     assert all(f == files[0] for f in files)
+
+
+@pytest.mark.parametrize("cores, local_world, want", [(16, 1, 8), (16, 8, 1), (96, 8, 8), (64, 8, 7), (4, 1, 3), (1, 1, 1)])
+def test_loader_workers_by_default_feed_a_gpu_from_the_process_s_share_of_the_cores(monkeypatch, cores, local_world, want):
+    """--num-workers -1 (the default): on a GPU, the process's share of the cores less one, at most 8 (two
+    fed ~3,600 examples/s against a BERT-base step's ~7,000); on a CPU the old default of 2; a number as given."""
+    from trainer.runtime import distributed
+
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    auto = TrainConfig()
+    assert auto.num_workers == -1
+    assert distributed.loader_workers(auto, torch.device("cuda", 0), local_world) == want
+    assert distributed.loader_workers(auto, CPU, local_world) == 2
+    assert distributed.loader_workers(TrainConfig(num_workers=5), torch.device("cuda", 0), local_world) == 5
+    assert distributed.loader_workers(TrainConfig(num_workers=0), torch.device("cuda", 0), local_world) == 0
+
+
+def test_a_num_workers_below_minus_one_is_refused_in_one_line():
+    from trainer.config import parse_args
+
+    with pytest.raises(ValueError, match=r"num_workers must be >= 0 \(0: load in the training process\) or -1 \(auto\), got -2"):
+        parse_args(["--num-workers", "-2"])
+    assert parse_args([]).num_workers == -1

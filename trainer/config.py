@@ -25,7 +25,7 @@ class TrainConfig:
     tokenizer: str = "minilm"  # "minilm" (the packaged all-MiniLM-L6-v2 vocab) or a local BERT dir
     max_text_len: int = 36  # WordPiece tokens incl. [CLS]/[SEP]
     max_regions: int = 36  # first regions of an image (detectors sort by confidence)
-    num_workers: int = 2  # DataLoader workers per process
+    num_workers: int = -1  # DataLoader workers per process; -1 (auto): 2 on CPU, on a GPU the process's share of the cores less one, at most 8
     shuffle_buffer: int = 64  # examples; also the pool ITM negatives are drawn from
     bad_input: str = "raise"  # "raise": stop with the reason; "skip": log, count and go on
     # ---- masking and negatives
@@ -199,6 +199,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("mlm_prob", "region_mask_prob", "itm_neg_prob", "itm_hard_neg_share", "unmatched_phrase_share", "hard_negative_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {getattr(cfg, name)}")
+    if cfg.num_workers < -1:
+        raise ValueError(f"num_workers must be >= 0 (0: load in the training process) or -1 (auto), got {cfg.num_workers}")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.steps < 0:
         raise ValueError("batch_size and grad_accum must be >= 1 and steps >= 0")
     if "://" in str(cfg.out):  # --regions/--labels stream from URLs; checkpoints are written with torch/atomic renames

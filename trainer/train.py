@@ -29,6 +29,7 @@ Around the loop: :mod:`trainer.runtime.distributed` (rank, device, threads),
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -49,7 +50,8 @@ from trainer.objectives.curriculum import STAGES, Curriculum
 from trainer.models import build_model
 from trainer.runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.runtime.device import to_device
-from trainer.runtime.distributed import configure_cpu_threads, enable_tf32, setup_distributed, total_skips
+from trainer.runtime.distributed import (configure_cpu_threads, enable_tf32, loader_workers, local_world_size, setup_distributed,
+                                         total_skips)
 from trainer.runtime.loss_log import STATS, LossLog, truncate_log
 from trainer.runtime.optim import lr_at, make_optimizer, set_lr
 
@@ -172,6 +174,9 @@ def stop_compiling(e: BaseException, cfg: TrainConfig, step: int, rank: int, wor
 def train(cfg: TrainConfig) -> list[dict[str, Any]]:
     """Run (or resume) pre-training; returns the per-step log records of this invocation (rank 0)."""
     rank, world, device = setup_distributed(cfg)
+    cfg = dataclasses.replace(cfg, num_workers=loader_workers(cfg, device, local_world_size()))  # -1: auto, by device and cores
+    if rank == 0:
+        log.info("loader workers per process: %d", cfg.num_workers)
     if device.type == "cpu":
         log.info("torch threads per process: %d", configure_cpu_threads(cfg, world))
     else:

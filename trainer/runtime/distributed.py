@@ -35,6 +35,27 @@ def configure_cpu_threads(cfg: TrainConfig, world: int = 1) -> int:
     return n
 
 
+AUTO_GPU_WORKERS = 8  # at most, per process: one worker gives ~1,800 examples/s at BERT-base sizes (make bench), an H200 trains ~7,000
+
+
+def local_world_size() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def loader_workers(cfg: TrainConfig, device: torch.device, local_world: int = 1) -> int:
+    """This process's loader worker processes: ``--num-workers`` as given, or for -1 (auto) 2 on a CPU (the
+    model is the bottleneck there, and each worker takes a core from it) and, on a GPU, the process's share
+    of this machine's cores less one for itself, at most :data:`AUTO_GPU_WORKERS`. Two, the old default,
+    fed a GPU ~3,600 examples/s (1,800 each) against the ~7,000 samples/s a compiled BERT-base trains on an H200."""
+    if cfg.num_workers >= 0:
+        return cfg.num_workers
+    if device.type != "cuda":
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(AUTO_GPU_WORKERS, cores // max(1, local_world) - 1))
+
+
 def enable_tf32() -> None:
     """TF32 matmuls and convolutions on the GPU (the float32 LSTM of the grounding head)."""
     torch.backends.cuda.matmul.allow_tf32 = True
