@@ -35,7 +35,7 @@ def configure_cpu_threads(cfg: TrainConfig, world: int = 1) -> int:
     return n
 
 
-AUTO_GPU_WORKERS = 8  # at most, per process: one worker gives ~1,800 examples/s at BERT-base sizes (make bench), an H200 trains ~7,000
+AUTO_GPU_WORKERS = 8  # at most, per process: one worker gives 1,300-1,800 examples/s at BERT-base sizes (make bench), an H200 trains ~7,000
 
 
 def local_world_size() -> int:
@@ -47,7 +47,7 @@ def loader_workers(cfg: TrainConfig, device: torch.device, local_world: int = 1)
     """This process's loader worker processes: ``--num-workers`` as given, or for -1 (auto) 2 on a CPU (the
     model is the bottleneck there, and each worker takes a core from it) and, on a GPU, the process's share
     of this machine's cores less one for itself, at most :data:`AUTO_GPU_WORKERS`. Two, the old default,
-    fed a GPU ~3,600 examples/s (1,800 each) against the ~7,000 samples/s a compiled BERT-base trains on an H200."""
+    fed a GPU at most ~3,600 examples/s against the ~7,000 samples/s a compiled BERT-base trains on an H200."""
     if cfg.num_workers >= 0:
         return cfg.num_workers
     if device.type != "cuda":
