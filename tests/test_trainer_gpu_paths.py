@@ -458,3 +458,15 @@ def test_a_num_workers_below_minus_one_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"num_workers must be >= 0 \(0: load in the training process\) or -1 \(auto\), got -2"):
         parse_args(["--num-workers", "-2"])
     assert parse_args([]).num_workers == -1
+
+
+def test_a_run_resolves_auto_workers_before_anything_uses_them(corpus, tmp_path, caplog):
+    """train() replaces -1 by the number it runs with: the loader, the CPU thread split, config.json and
+    the checkpoint's data position all see 2 on a CPU, never -1."""
+    root, regions, labels = corpus
+    with caplog.at_level("INFO", logger="trainer"):
+        train(tiny_config(regions, labels, tmp_path, steps=2, ckpt_every=2, num_workers=-1))
+    assert "loader workers per process: 2" in caplog.text
+    assert json.loads((tmp_path / "config.json").read_text())["num_workers"] == 2
+    state = load_checkpoint(latest_checkpoint(tmp_path), build_model(tiny_config(regions, labels, tmp_path), 16, NUM_CLASSES, 30522))
+    assert state["num_workers"] == 2 and len(state["data_position"][0]["positions"]) == 2
