@@ -2,6 +2,9 @@
 forward → per-phrase boxes), images/s and phrases/s at forward batch 1, 8 and 32, and the share of the
 wall time the GPU is busy (target ≥ 70%: decoding and tokenising must not starve it). The teacher is
 called as the stage calls it: 16 images a call, the next call's images prefetched (decoded meanwhile).
+Beside each teacher's rows, on any machine: decoding + its real-size image processor on 640×480 JPEGs,
+ms per image and images/s with the stage's decode threads (:func:`preprocess_rate`), the most images/s
+the host can feed.
 
 On CUDA: the real-size architectures built from their default configs with random weights (timing needs
 the architecture, not the weights): Grounding DINO (Swin-T, 800×1333) and OWLv2 (base/16, 960²), fp16
@@ -19,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +166,49 @@ def gpu_busy_share(teacher, xs) -> float | None:
     return round(union_seconds(kernel_intervals(prof.events())) / wall, 3)
 
 
+def preprocess_rate(name: str, paths: list[str], size: tuple[int, int] = (640, 480)) -> dict[str, Any]:
+    """What the teacher's decode pool does per image, with the real-size image processor (its default
+    config: Grounding DINO 800×1333, OWLv2 960²) on ``size`` JPEGs: milliseconds on one thread, and
+    images/s with the stage's default ``decode_threads`` at once (one torch thread each, as the stage
+    runs). No device can be fed faster than this: beside a row's images/s it says whether decoding and
+    pre-processing starve the GPU."""
+    import torch
+    from PIL import Image
+    from transformers import GroundingDinoImageProcessor, Owlv2ImageProcessor
+
+    from pipelines.teachers.hf_common import HFDetectorTeacher
+
+    processor = GroundingDinoImageProcessor() if name == "grounding_dino" else Owlv2ImageProcessor()
+    jpegs = []
+    with tempfile.TemporaryDirectory(prefix="ssga-preprocess-") as d:
+        for k, path in enumerate(paths):
+            with Image.open(path) as im:
+                im.convert("RGB").resize(size).save(Path(d) / f"{k}.jpg", quality=90)
+            jpegs.append(str(Path(d) / f"{k}.jpg"))
+
+        def one(path: str) -> None:
+            processor(images=HFDetectorTeacher.read_image(path), return_tensors="pt")
+
+        threads, torch_threads = HFDetectorTeacher.PARAMS["decode_threads"].default, torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            one(jpegs[0])  # warm-up
+            t0 = time.perf_counter()
+            for path in jpegs:
+                one(path)
+            single = (time.perf_counter() - t0) / len(jpegs)
+            with ThreadPoolExecutor(threads) as pool:
+                t0 = time.perf_counter()
+                list(pool.map(one, jpegs * 2))
+                pooled = 2 * len(jpegs) / (time.perf_counter() - t0)
+        finally:
+            torch.set_num_threads(torch_threads)
+    row = {"image": f"{size[0]}x{size[1]} JPEG", "ms_per_image_1_thread": round(single * 1000, 1),
+           f"images_per_s_{threads}_threads": round(pooled, 1)}
+    print(f"[teacher bench] {name} decode + pre-process: {json.dumps(row)}", flush=True)
+    return row
+
+
 def measure(name: str, model_dir: Path, xs: list, batch_sizes: tuple[int, ...], device: str, precision: str, repeats: int) -> dict[str, Any]:
     import torch
 
@@ -208,7 +255,9 @@ def run(smoke: bool, num_images: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ssga-bench-teachers-") as d:
         d = Path(d)
         xs = make_inputs(d / "corpus", num_images or (64 if cuda else 20), (640, 480) if cuda else None)  # CPU: two calls, one prefetch
+        paths = sorted({x.image_path for x in xs})[:16]
         for name in ("grounding_dino", "owlv2"):
+            pre = preprocess_rate(name, paths)
             if cuda:
                 model_dir = save_real_size(name, d / name)
                 # The stage's batch sizes first; batch 1 (the slowest, a reference point) last.
@@ -216,6 +265,7 @@ def run(smoke: bool, num_images: int | None = None) -> dict[str, Any]:
             else:
                 model_dir = _tiny_builders()[name](d / name)
                 result[name] = measure(name, model_dir, xs, (1, 8), "cpu", "fp32", repeats=1)
+            result[name]["preprocess"] = pre
     if not cuda:
         result["real_size"] = "skipped: no CUDA device (real-size teachers on a CPU are too slow to mean anything)"
     else:

@@ -66,6 +66,9 @@ def test_teacher_gpu_check_smoke_runs_every_part(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "gpu_check_teachers.json").read_text())
     assert report["ok"] and report["shared_stage"]["ok"] and report["shared_stage"]["results"] == report["shared_stage"]["captions"]
     assert {"grounding_dino", "owlv2"} <= set(report["bench"]) and report["bench"]["owlv2"]["batch_8"]["images_per_s"] > 0
+    for name in ("grounding_dino", "owlv2"):  # the real-size processors' host-side rate, on any machine
+        pre = report["bench"][name]["preprocess"]
+        assert pre["image"] == "640x480 JPEG" and pre["ms_per_image_1_thread"] > 0 and pre["images_per_s_4_threads"] > 0
 
 
 @pytest.mark.slow
