@@ -175,7 +175,7 @@ def _nonfinite_or_negative(a: np.ndarray, negative: bool) -> bool:
 
     Shards store features and class distributions as float16, whose maths NumPy emulates: ``isfinite``
     and ``< 0`` on a detector's [36, 1601] float16 matrix made this check a sixth of a loader worker's
-    time (``scripts/loader_ab.py`` measures the loader). So float16 is tested on its bits, in two integer
+    time in a profile (``scripts/loader_ab.py`` measures the loader before and after). So float16 is tested on its bits, in two integer
     reductions: exponent all ones (NaN, Inf), or sign bit set on a non-zero value (``-0.0`` is not negative)."""
     if a.dtype != np.float16:
         return bool(not np.all(np.isfinite(a)) or (negative and np.any(a < 0)))

@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"gpu_check: corpus has {examples} examples, fewer than 20,000")
 
         model = SMOKE if args.smoke else FULL
-        workers = 1 if args.smoke else max(1, min(8, (os.cpu_count() or 2) // args.nproc - 2))
+        # Loader workers as `make pretrain` gets them (-1: the trainer's auto, by device and cores per process).
+        workers = 1 if args.smoke else -1
         train_args = ["--regions", str(regions), "--labels", str(labels), "--progress", "false", "--dropout", "0.1",
                       "--warmup-steps", "5", "--num-workers", str(workers), "--keep-ckpts", "10", "--lr", "1e-4",
                       "--tokenizer", args.tokenizer]
